@@ -1,6 +1,8 @@
 //! The neural modules of TurboVSR (DESIGN §3): LTX-Video's causal video VAE and diffusion
 //! transformer, written with candle and loaded by their diffusers key names.
 
+pub mod forward;
+
 use candle_core::{DType, Result, Tensor};
 
 /// Relative L2 error `||a - b|| / ||b||`, computed in f32: the parity measure of DESIGN §3.1.

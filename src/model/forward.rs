@@ -1,0 +1,120 @@
+//! `turbovsr forward ...` (DESIGN §7): run one module on tensors read from a safetensors file and
+//! write its outputs to another, for parity checks against diffusers and for timing.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// Which module `forward` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardModuleKind {
+    /// `sample` [B,3,F,H,W] in [-1,1] -> `latent` (posterior mean, not normalized).
+    VaeEncode,
+    /// `latent` (+ `timestep` [B]) -> `sample`.
+    VaeDecode,
+    /// `hidden_states`, `encoder_hidden_states`, `timestep`, `encoder_attention_mask`,
+    /// `video_shape`, `rope_interpolation_scale` -> `sample`.
+    Transformer,
+}
+
+/// A loaded module that maps named input tensors to named output tensors.
+pub trait ForwardModule {
+    fn forward(&self, inputs: &HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>>;
+}
+
+/// Arguments of `turbovsr forward`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ForwardArgs {
+    /// Module to run.
+    #[arg(value_enum)]
+    pub module: ForwardModuleKind,
+    /// Module folder (diffusers layout: `config.json` + `diffusion_pytorch_model*.safetensors`),
+    /// or a TurboVSR checkpoint folder holding `vae/` and `transformer/`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Input tensors (safetensors).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write the output tensors (safetensors).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Run the forward this many times and print `forward_ms_median=<ms>` last.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Compute precision: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
+    /// cpu, or cuda[:N] when built with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N` into a candle device.
+pub fn parse_device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let id = match s.strip_prefix("cuda:") {
+                Some(n) => n
+                    .parse::<usize>()
+                    .with_context(|| format!("bad CUDA device index in {s:?}"))?,
+                None => 0,
+            };
+            Device::new_cuda(id).with_context(|| format!("cannot open CUDA device {id}"))
+        }
+        other => anyhow::bail!("unknown device {other:?}: expected cpu, cuda or cuda:N"),
+    }
+}
+
+/// Parses `f32`, `bf16` or `f16`.
+pub fn parse_precision(name: &str) -> Result<DType> {
+    match name {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        other => anyhow::bail!("unknown precision {other:?}: expected f32, bf16 or f16"),
+    }
+}
+
+/// Loads the module `kind` from `args.model`.
+fn load_module(
+    kind: ForwardModuleKind,
+    args: &ForwardArgs,
+    device: &Device,
+    dtype: DType,
+) -> Result<Box<dyn ForwardModule>> {
+    let _ = (args, device, dtype);
+    anyhow::bail!("`forward {kind:?}` is not available in this build")
+}
+
+/// Runs `turbovsr forward`.
+pub fn run(args: &ForwardArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let dtype = parse_precision(&args.precision)?;
+    let inputs = candle_core::safetensors::load(&args.input, &device)
+        .with_context(|| format!("reading input tensors from {}", args.input.display()))?;
+    let module = load_module(args.module, args, &device, dtype)?;
+    let mut times = Vec::with_capacity(args.repeat.max(1));
+    let mut outputs = HashMap::new();
+    for _ in 0..args.repeat.max(1) {
+        let start = Instant::now();
+        outputs = module.forward(&inputs)?;
+        // Reading one value back waits for the device to finish the queued work.
+        device.synchronize()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let outputs: HashMap<String, Tensor> = outputs
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    candle_core::safetensors::save(&outputs, &args.output)
+        .with_context(|| format!("writing output tensors to {}", args.output.display()))?;
+    if args.repeat > 1 {
+        times.sort_by(f64::total_cmp);
+        println!("forward_ms_median={:.3}", times[times.len() / 2]);
+    }
+    Ok(())
+}
