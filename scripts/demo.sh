@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up, builds the plugin and runs a demo pipeline: 100 frames of 160x90 test video upscaled
+# 4x to 640x360 by `turbovsr` (the bicubic baseline unless MODEL=DIR is given), encoded to
+# out/demo.mp4.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release
+export GST_PLUGIN_PATH="${CARGO_TARGET_DIR:-$PWD/target}/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+mkdir -p out
+gst-launch-1.0 -e videotestsrc num-buffers=100 pattern=ball ! \
+  video/x-raw,width=160,height=90,framerate=25/1 ! videoconvert ! \
+  turbovsr model="${MODEL:-bicubic}" scale=4 ! videoconvert ! x264enc ! mp4mux ! \
+  filesink location=out/demo.mp4
+echo "wrote out/demo.mp4"

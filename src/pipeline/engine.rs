@@ -1,0 +1,177 @@
+//! One window through the model: host frames -> one upload -> bicubic to the output grid ->
+//! processor -> one download -> host frames (DESIGN §2).
+
+use candle_core::{Device, Tensor};
+
+use super::format::RgbFrame;
+use super::processor::{CancelToken, FrameProcessor, ProcessError, WindowInput};
+use super::resize::{resize_bicubic, upload};
+use super::window::Window;
+
+/// The output frame size: a scale factor of the input, or a size fixed by downstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputSize {
+    Scale(usize),
+    Fixed { width: usize, height: usize },
+}
+
+impl OutputSize {
+    pub fn for_input(self, width: usize, height: usize) -> (usize, usize) {
+        match self {
+            OutputSize::Scale(s) => (width * s, height * s),
+            OutputSize::Fixed { width, height } => (width, height),
+        }
+    }
+}
+
+/// Runs windows through a [`FrameProcessor`] on a device.
+pub struct UpscaleEngine {
+    processor: Box<dyn FrameProcessor>,
+    device: Device,
+    output: OutputSize,
+}
+
+impl std::fmt::Debug for UpscaleEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpscaleEngine")
+            .field("processor", &self.processor.name())
+            .field("device", &self.device)
+            .field("output", &self.output)
+            .finish()
+    }
+}
+
+impl UpscaleEngine {
+    pub fn new(processor: Box<dyn FrameProcessor>, device: Device, output: OutputSize) -> Self {
+        Self {
+            processor,
+            device,
+            output,
+        }
+    }
+
+    pub fn processor_name(&self) -> &str {
+        self.processor.name()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn set_output(&mut self, output: OutputSize) {
+        self.output = output;
+    }
+
+    pub fn output(&self) -> OutputSize {
+        self.output
+    }
+
+    /// Forgets the processor's per-stream state.
+    pub fn reset(&mut self) {
+        self.processor.reset();
+    }
+
+    /// Upscales a window; returns the frames of `window.emit`, in order.
+    pub fn run<F: AsRef<RgbFrame>>(
+        &mut self,
+        window: &Window<F>,
+        cancel: &CancelToken,
+    ) -> Result<Vec<RgbFrame>, ProcessError> {
+        let first = window
+            .frames
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("window {} has no frames", window.index))?
+            .as_ref();
+        let (w, h) = (first.width, first.height);
+        if let Some((i, f)) = window
+            .frames
+            .iter()
+            .enumerate()
+            .find(|(_, f)| (f.as_ref().width, f.as_ref().height) != (w, h))
+        {
+            return Err(anyhow::anyhow!(
+                "frame {} of window {} is {}x{}, the window started at {w}x{h}",
+                i,
+                window.index,
+                f.as_ref().width,
+                f.as_ref().height
+            )
+            .into());
+        }
+        let (out_w, out_h) = self.output.for_input(w, h);
+        let padded = window.padded_len;
+        // Frame i of the padded clip; padding repeats the last real frame.
+        let frame = |i: usize| window.frames[i.min(window.frames.len() - 1)].as_ref();
+
+        // (f, c, h, w) host frames -> (c, f, h, w) in one host buffer, one upload.
+        let plane = w * h;
+        let mut data = Vec::with_capacity(3 * padded * plane);
+        for c in 0..3 {
+            for i in 0..padded {
+                data.extend_from_slice(&frame(i).rgb[c * plane..(c + 1) * plane]);
+            }
+        }
+        let lr = upload(data, &[3, padded, h, w], &self.device)?;
+        let hr = resize_bicubic(&lr, out_h, out_w)?;
+        cancel.check()?;
+        let input = WindowInput {
+            index: window.index,
+            frames: &hr,
+            real_frames: window.frames.len(),
+            emit: window.emit.clone(),
+            starts_stream: window.starts_stream(),
+        };
+        let out = self.processor.process(&input, cancel)?;
+        let n_emit = window.emit.len();
+        if out.dims() != [3, n_emit, out_h, out_w] {
+            return Err(anyhow::anyhow!(
+                "processor {} returned a {:?} tensor for window {}, expected [3, {n_emit}, {out_h}, {out_w}]",
+                self.processor.name(),
+                out.dims(),
+                window.index
+            )
+            .into());
+        }
+        // One download: (c, e, h, w) -> (e, c, h, w) so each frame is contiguous.
+        let out = out
+            .permute((1, 0, 2, 3))?
+            .to_dtype(candle_core::DType::F32)?
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let alpha = self.resize_alpha(window, out_w, out_h)?;
+        let out_plane = 3 * out_w * out_h;
+        Ok(out
+            .chunks_exact(out_plane)
+            .enumerate()
+            .map(|(e, rgb)| {
+                let a = alpha
+                    .as_ref()
+                    .map(|a| a[e * out_w * out_h..(e + 1) * out_w * out_h].to_vec());
+                RgbFrame::new(out_w, out_h, rgb.to_vec(), a)
+            })
+            .collect())
+    }
+
+    /// Bicubic-resized alpha of the emitted frames, when the frames have alpha. Alpha never
+    /// goes through the model, so it is resized on the host.
+    fn resize_alpha<F: AsRef<RgbFrame>>(
+        &self,
+        window: &Window<F>,
+        out_w: usize,
+        out_h: usize,
+    ) -> candle_core::Result<Option<Vec<f32>>> {
+        let frames = &window.frames[window.emit.clone()];
+        if frames.iter().any(|f| f.as_ref().alpha.is_none()) {
+            return Ok(None);
+        }
+        let (w, h) = (frames[0].as_ref().width, frames[0].as_ref().height);
+        let data: Vec<f32> = frames
+            .iter()
+            .flat_map(|f| f.as_ref().alpha.iter().flatten().copied())
+            .collect();
+        let a = Tensor::from_vec(data, (frames.len(), h, w), &Device::Cpu)?;
+        let a = resize_bicubic(&a, out_h, out_w)?.clamp(0f32, 1f32)?;
+        Ok(Some(a.flatten_all()?.to_vec1::<f32>()?))
+    }
+}

@@ -1,0 +1,150 @@
+//! Choosing the device and loading a [`FrameProcessor`] for a `model` setting.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use candle_core::Device;
+
+use super::processor::{BicubicProcessor, FrameProcessor, BICUBIC_MODEL};
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA when built with the `cuda` feature and a GPU is present, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Numeric precision of the model's weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// bf16 on CUDA, f32 on the CPU.
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+/// What a processor is loaded with.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessorSettings {
+    pub device: DeviceChoice,
+    pub device_id: usize,
+    pub precision: Precision,
+}
+
+/// Opens the device `settings` asks for.
+pub fn select_device(settings: &ProcessorSettings) -> anyhow::Result<Device> {
+    match settings.device {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda => {
+            if !cfg!(feature = "cuda") {
+                bail!("device=cuda, but this build of turbovsr has no CUDA support (build with --features cuda)");
+            }
+            Device::new_cuda(settings.device_id)
+                .with_context(|| format!("cannot open CUDA device {}", settings.device_id))
+        }
+        DeviceChoice::Auto => {
+            if cfg!(feature = "cuda") {
+                if let Ok(device) = Device::new_cuda(settings.device_id) {
+                    return Ok(device);
+                }
+            }
+            Ok(Device::Cpu)
+        }
+    }
+}
+
+/// Loads the processor named by `model`: `bicubic`, or a TurboVSR checkpoint folder
+/// (DESIGN §3.3). Every error names the path and the reason.
+pub fn load_processor(
+    model: &str,
+    settings: &ProcessorSettings,
+) -> anyhow::Result<(Box<dyn FrameProcessor>, Device)> {
+    if model.is_empty() {
+        bail!("no model set: set model to a TurboVSR checkpoint folder, or to \"{BICUBIC_MODEL}\" for the bicubic baseline");
+    }
+    let device = select_device(settings)?;
+    if model == BICUBIC_MODEL {
+        return Ok((Box::new(BicubicProcessor), device));
+    }
+    let path = Path::new(model);
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot open model path '{}'", path.display()))?;
+    if !meta.is_dir() {
+        bail!(
+            "model path '{}' is a file; expected a TurboVSR checkpoint folder with vae/ and transformer/",
+            path.display()
+        );
+    }
+    let missing: Vec<&str> = ["vae", "transformer"]
+        .into_iter()
+        .filter(|sub| !path.join(sub).is_dir())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "model path '{}' is not a TurboVSR checkpoint folder: missing {}",
+            path.display(),
+            missing
+                .iter()
+                .map(|m| format!("{m}/"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        );
+    }
+    bail!(
+        "model path '{}' is a TurboVSR checkpoint folder, but this version of turbovsr cannot run \
+         diffusion checkpoints yet; use model={BICUBIC_MODEL} for the bicubic baseline",
+        path.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(model: &str) -> String {
+        format!(
+            "{:#}",
+            load_processor(model, &ProcessorSettings::default())
+                .err()
+                .expect("expected an error")
+        )
+    }
+
+    #[test]
+    fn bicubic_loads() {
+        let (p, d) = load_processor("bicubic", &ProcessorSettings::default()).unwrap();
+        assert_eq!(p.name(), "bicubic");
+        assert!(d.is_cpu() || cfg!(feature = "cuda"));
+    }
+
+    #[test]
+    fn errors_name_the_path_and_reason() {
+        let e = err("/nonexistent/turbovsr-model");
+        assert!(e.contains("/nonexistent/turbovsr-model"), "{e}");
+        assert!(e.contains("No such file"), "{e}");
+        let dir = std::env::temp_dir().join(format!("turbovsr-load-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("vae")).unwrap();
+        let e = err(dir.to_str().unwrap());
+        assert!(e.contains("missing transformer/"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err("").contains("no model set"));
+    }
+
+    #[test]
+    fn cuda_without_the_feature_is_a_clear_error() {
+        if cfg!(feature = "cuda") {
+            return;
+        }
+        let settings = ProcessorSettings {
+            device: DeviceChoice::Cuda,
+            ..Default::default()
+        };
+        let e = format!("{:#}", load_processor("bicubic", &settings).err().unwrap());
+        assert!(e.contains("--features cuda"), "{e}");
+    }
+}

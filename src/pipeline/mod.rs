@@ -1,0 +1,17 @@
+//! The streaming path of DESIGN §2, without GStreamer: raw frames to float RGB, windows over the
+//! stream, one window through the model, and back.
+
+pub mod engine;
+pub mod format;
+pub mod load;
+pub mod processor;
+pub mod resize;
+pub mod upscaler;
+pub mod window;
+
+pub use engine::{OutputSize, UpscaleEngine};
+pub use format::{frame_to_rgb, rgb_to_frame, FrameLayout, PixelFormat, RgbFrame, YuvMatrix};
+pub use load::{load_processor, DeviceChoice, Precision, ProcessorSettings};
+pub use processor::{BicubicProcessor, CancelToken, FrameProcessor, ProcessError, WindowInput};
+pub use upscaler::Upscaler;
+pub use window::{Window, WindowConfig, WindowConfigError, WindowScheduler};
