@@ -404,6 +404,8 @@ enum Item {
     Buffer(gst::Buffer),
     Event(gst::Event),
     Progress(gst::Structure),
+    /// Our latency changed: the application should recompute the pipeline's.
+    Latency,
 }
 
 pub struct TurboVsr {
@@ -640,15 +642,34 @@ impl TurboVsr {
                         items.push(Item::Event(event));
                     }
                 }
-                let total = {
+                let (total, latency_grew) = {
                     let mut stats = self.stats.lock();
                     stats.frames_processed += n;
                     stats.window_ms = result.elapsed_ms;
+                    // Re-announce latency when processing takes noticeably longer than the
+                    // latency reported so far.
+                    let grew = result.elapsed_ms > stats.max_window_ms * 1.1 + 1.0;
                     if result.elapsed_ms > stats.max_window_ms {
                         stats.max_window_ms = result.elapsed_ms;
                     }
-                    stats.frames_processed
+                    (stats.frames_processed, grew)
                 };
+                if latency_grew {
+                    items.push(Item::Latency);
+                }
+                // A window must be processed within the time its new frames last, or a live
+                // stream falls behind.
+                let step_ms = self.frame_ms(state) * n as f64;
+                if step_ms > 0.0 && result.elapsed_ms > step_ms {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "window {} took {:.1} ms for {:.1} ms of video: slower than real time",
+                        result.window,
+                        result.elapsed_ms,
+                        step_ms
+                    );
+                }
                 let secs = state.started.elapsed().as_secs_f64().max(1e-9);
                 items.push(Item::Progress(
                     gst::Structure::builder("turbovsr-progress")
@@ -678,6 +699,11 @@ impl TurboVsr {
                     let _ = self
                         .obj()
                         .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+                }
+                Item::Latency => {
+                    let _ = self
+                        .obj()
+                        .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
                 }
             }
         }
@@ -976,6 +1002,16 @@ impl TurboVsr {
             }
             _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
         }
+    }
+
+    /// Duration of one frame of the current input in ms (0 when the framerate is unknown).
+    fn frame_ms(&self, state: &State) -> f64 {
+        state
+            .in_info
+            .as_ref()
+            .map(|i| i.fps())
+            .filter(|fps| fps.numer() > 0)
+            .map_or(0.0, |fps| 1e3 * fps.denom() as f64 / fps.numer() as f64)
     }
 
     /// A window of frames is held before processing starts, plus the longest processing time
