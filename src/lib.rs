@@ -9,6 +9,7 @@ use gst::glib;
 pub mod element;
 pub mod model;
 pub mod pipeline;
+pub mod sample;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     element::register(plugin)
