@@ -2,6 +2,7 @@
 //! transformer, written with candle and loaded by their diffusers key names.
 
 pub mod forward;
+pub mod turbovsr;
 
 use candle_core::{DType, Result, Tensor};
 
