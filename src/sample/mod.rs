@@ -3,6 +3,7 @@
 
 pub mod noise;
 pub mod schedule;
+pub mod tiles;
 
 use candle_core::{DType, Result, Tensor};
 
