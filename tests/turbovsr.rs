@@ -261,6 +261,11 @@ fn caps_change_mid_stream_drains_first() {
     for i in 0..10 {
         h.push(frame(&small, i, 1)).unwrap();
     }
+    // The same caps again change nothing: the window keeps filling. So does the same caps
+    // with the same segment, as gst_harness_set_src_caps sends them.
+    assert!(h.push_event(gst::event::Caps::new(&small)));
+    h.set_src_caps(small.clone());
+    assert_eq!(h.buffers_in_queue(), 0);
     let large = caps("NV12", 12, 10);
     h.set_src_caps(large.clone());
     // The 10 frames of the old caps were drained before the new caps went downstream.
@@ -499,4 +504,26 @@ fn unsupported_caps_are_refused() {
     )
     .expect_err("GRAY8 must not link");
     assert!(err.to_string().contains("can't handle caps"), "{err}");
+}
+
+#[test]
+fn a_new_segment_mid_stream_drains_without_losing_frames() {
+    init();
+    let mut h = harness(&[]);
+    let caps = caps("RGB", 4, 4);
+    h.set_src_caps(caps.clone());
+    for i in 0..5 {
+        h.push(frame(&caps, i, 1)).unwrap();
+    }
+    let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    segment.set_start(FRAME * 5);
+    segment.set_base(FRAME * 5);
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    // The 5 frames of the old segment were pushed before the new segment.
+    assert_eq!(h.buffers_in_queue(), 5);
+    for i in 5..8 {
+        h.push(frame(&caps, i, 1)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    assert_timestamps(&drain(&mut h), 0);
 }

@@ -362,6 +362,8 @@ struct State {
     frames_out: u64,
     discont_next: bool,
     started: Instant,
+    /// The current segment, to tell a repeated SEGMENT from a new one.
+    segment: Option<gst::Segment>,
 }
 
 impl State {
@@ -377,11 +379,13 @@ impl State {
             frames_out: 0,
             discont_next: true,
             started: Instant::now(),
+            segment: None,
         }
     }
 
     fn reset_stream(&mut self) {
         self.scheduler.reset();
+        self.segment = None;
         self.pending_events.clear();
         self.frames_in = 0;
         self.frames_out = 0;
@@ -777,16 +781,14 @@ impl TurboVsr {
             }
             EventView::Caps(c) => {
                 let caps = c.caps_owned();
-                let same = self
-                    .state
-                    .lock()
-                    .as_ref()
-                    .and_then(|s| {
-                        s.in_info
-                            .as_ref()
-                            .map(|i| i.to_caps().ok() == Some(caps.clone()))
-                    })
-                    .unwrap_or(false);
+                // Identical caps sent again (some decoders do) must not cut the stream.
+                let new_info = gst_video::VideoInfo::from_caps(&caps).ok();
+                let same = new_info.is_some()
+                    && self
+                        .state
+                        .lock()
+                        .as_ref()
+                        .is_some_and(|s| s.in_info == new_info);
                 if same {
                     return true;
                 }
@@ -795,7 +797,32 @@ impl TurboVsr {
                 }
                 self.set_caps(&caps)
             }
-            EventView::Eos(_) | EventView::Segment(_) | EventView::StreamStart(_) => {
+            EventView::Segment(seg) => {
+                // A repeated identical segment does not cut the stream; a new one drains first.
+                let segment = seg.segment().clone();
+                let repeated = {
+                    let mut state = self.state.lock();
+                    match state.as_mut() {
+                        Some(s) if s.segment.as_ref() == Some(&segment) => {
+                            Some(s.defer_event(event.clone()))
+                        }
+                        Some(s) => {
+                            s.segment = Some(segment);
+                            None
+                        }
+                        None => None,
+                    }
+                };
+                match repeated {
+                    Some(Some(event)) => self.srcpad.push_event(event),
+                    Some(None) => true,
+                    None => match self.drain() {
+                        Ok(_) => self.srcpad.push_event(event),
+                        Err(_) => false,
+                    },
+                }
+            }
+            EventView::Eos(_) | EventView::StreamStart(_) => {
                 match self.drain() {
                     Ok(_) => self.srcpad.push_event(event),
                     Err(gst::FlowError::Flushing) => false,
