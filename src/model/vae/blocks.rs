@@ -587,3 +587,71 @@ impl UpBlock {
         Ok(h)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use std::collections::HashMap;
+
+    /// Noise injection as diffusers' resnet does it: one (h, w) field per injection, scaled per
+    /// channel, the same for every batch element and frame. With `per_channel_scale1 = 0`, the
+    /// output moves by exactly `noise2 * per_channel_scale2`.
+    #[test]
+    fn injected_noise_is_a_per_channel_scaled_spatial_field() -> Result<()> {
+        let dev = Device::Cpu;
+        let c = 3;
+        let mut vars = HashMap::new();
+        for conv in ["conv1", "conv2"] {
+            vars.insert(
+                format!("{conv}.conv.weight"),
+                (Tensor::randn(0f32, 1., (c, c, 3, 3, 3), &dev)? * 0.1)?,
+            );
+            vars.insert(
+                format!("{conv}.conv.bias"),
+                Tensor::zeros(c, DType::F32, &dev)?,
+            );
+        }
+        let scales = Tensor::new(&[0.5f32, -1.0, 2.0], &dev)?.reshape((c, 1, 1))?;
+        vars.insert(
+            "per_channel_scale1".into(),
+            Tensor::zeros((c, 1, 1), DType::F32, &dev)?,
+        );
+        vars.insert("per_channel_scale2".into(), scales.clone());
+        let opts = ResnetOpts {
+            eps: 1e-6,
+            is_causal: false,
+            inject_noise: true,
+            timestep_conditioning: false,
+        };
+        let block = ResnetBlock3d::new(
+            c,
+            c,
+            opts,
+            VarBuilder::from_tensors(vars.clone(), DType::F32, &dev),
+        )?;
+        vars.insert(
+            "per_channel_scale2".into(),
+            Tensor::zeros((c, 1, 1), DType::F32, &dev)?,
+        );
+        let clean =
+            ResnetBlock3d::new(c, c, opts, VarBuilder::from_tensors(vars, DType::F32, &dev))?;
+
+        let (b, t, h, w) = (2, 3, 24, 20);
+        let x = Tensor::randn(0f32, 1., (b, c, t, h, w), &dev)?;
+        let noisy = block.forward(&x, None, &mut NoiseSource::new(5))?;
+        let base = clean.forward(&x, None, &mut NoiseSource::new(5))?;
+        // The second field drawn is the one added after conv2.
+        let mut src = NoiseSource::new(5);
+        let _first = src.field(h, w, &dev)?;
+        let second = src.field(h, w, &dev)?.reshape((1, 1, 1, h, w))?;
+        let want = second.broadcast_mul(&scales.reshape((1, c, 1, 1, 1))?)?;
+        let diff = (noisy - base)?;
+        let err = crate::model::relative_l2(&diff, &want.broadcast_as(diff.shape())?)?;
+        assert!(
+            err < 1e-5,
+            "injected noise differs from scale * field: {err}"
+        );
+        Ok(())
+    }
+}
