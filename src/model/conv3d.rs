@@ -263,10 +263,6 @@ impl CausalConv3d {
             is_causal,
         })
     }
-
-    pub fn out_channels(&self) -> usize {
-        self.weight.dim(0).unwrap_or(0)
-    }
 }
 
 /// Pads the frame axis (dim 2) by repeating the first frame `front` times and the last `back` times.
