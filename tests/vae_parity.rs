@@ -227,7 +227,11 @@ fn edited_fixture(
 fn load_err(dir: &Path) -> String {
     match AutoencoderKlLtxVideo::load(dir, &Device::Cpu, DType::F32) {
         Ok(_) => panic!("loading {} should fail", dir.display()),
-        Err(e) => format!("{e:#}"),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("load error: {msg}");
+            msg
+        }
     }
 }
 
@@ -277,6 +281,44 @@ fn wrong_shape_is_an_error_naming_it() {
     let err = load_err(&dir);
     assert!(err.contains(key), "{err}");
     assert!(err.contains("shape"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn unexpected_key_is_an_error_naming_it() {
+    // A 0.9.1-style key that a config without timestep conditioning does not use.
+    let key = "decoder.time_embedder.timestep_embedder.linear_9.weight";
+    let dir = edited_fixture(
+        "unexpected",
+        |_| {},
+        |w| {
+            w.insert(
+                key.to_string(),
+                Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap(),
+            );
+        },
+    );
+    let err = load_err(&dir);
+    assert!(err.contains(key) && err.contains("unexpected"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A checkpoint with noise-injection weights read with a config that does not inject noise.
+#[test]
+fn weights_of_another_generation_are_an_error() {
+    let src = fixture_dir("0.9.1");
+    let dir = temp_dir("generation");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["decoder_inject_noise"] = serde_json::json!([false, false, false, false]);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(
+        src.join("diffusion_pytorch_model.safetensors"),
+        dir.join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    let err = load_err(&dir);
+    assert!(err.contains("per_channel_scale"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

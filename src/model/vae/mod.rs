@@ -14,6 +14,7 @@ pub mod decoder;
 pub mod encoder;
 pub mod noise;
 pub mod tiling;
+pub mod weights;
 
 use std::path::{Path, PathBuf};
 
@@ -120,12 +121,31 @@ impl AutoencoderKlLtxVideo {
             .with_context(|| format!("reading {}", cfg_path.display()))?;
         let cfg = VaeConfig::from_json(&text).with_context(|| cfg_path.display().to_string())?;
         let files = weight_files(&dir)?;
-        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-        // SAFETY: the files are memory-mapped read-only; like every safetensors loader we assume
-        // nobody truncates them while the model is being built (tensors are copied out).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-            .with_context(|| format!("opening {}", names.join(", ")))?;
-        Self::new(&cfg, vb).with_context(|| format!("loading the VAE from {}", names.join(", ")))
+        let names = files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let weights =
+            weights::TrackedWeights::open(&files).with_context(|| format!("opening {names}"))?;
+        let vae = Self::new(&cfg, weights.var_builder(dtype, device))
+            .with_context(|| format!("loading the VAE from {names}"))?;
+        let unused = weights.unused();
+        if !unused.is_empty() {
+            let shown = unused
+                .iter()
+                .take(8)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            anyhow::bail!(
+                "{names}: {} unexpected key(s) that {} does not account for: {shown}{}",
+                unused.len(),
+                cfg_path.display(),
+                if unused.len() > 8 { ", ..." } else { "" }
+            );
+        }
+        Ok(vae)
     }
 
     pub fn config(&self) -> &VaeConfig {
