@@ -438,3 +438,22 @@ fn forward_cli_decodes_from_checkpoint_folder() {
     check("cli encode", &out["latent"], &t["enc_img.latent"]);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// f16 takes the portable conv path (the one CUDA uses) and upcasts the norms: the
+/// result stays close to the f32 reference. (candle has no CPU bf16 matmul: bf16 is for CUDA.)
+#[test]
+fn f16_decode_and_encode_are_close() {
+    let vae = AutoencoderKlLtxVideo::load(&fixture_dir("0.9.5"), &Device::Cpu, DType::F16)
+        .expect("load f16");
+    let (_, t) = load_cases("0.9.5");
+    let bf = |k: &str| t[k].to_dtype(DType::F16).unwrap();
+    let ts = bf("dec_img.timestep");
+    let sample = vae
+        .decode(&bf("dec_img.latent"), Some(&ts))
+        .expect("decode");
+    let err = relative_l2(&sample, &t["dec_img.sample"]).unwrap();
+    assert!(err < 5e-2, "f16 decode relative L2 {err}");
+    let mean = vae.encode(&bf("enc_img.sample")).expect("encode").mean;
+    let err = relative_l2(&mean, &t["enc_img.latent"]).unwrap();
+    assert!(err < 5e-2, "f16 encode relative L2 {err}");
+}
