@@ -8,6 +8,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 
+use crate::model::vae::AutoencoderKlLtxVideo;
+
 /// Which module `forward` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ForwardModuleKind {
@@ -79,6 +81,46 @@ pub fn parse_precision(name: &str) -> Result<DType> {
     }
 }
 
+/// `forward vae-encode`: `sample` -> `latent` (the posterior mean, not normalized).
+struct VaeEncodeModule(AutoencoderKlLtxVideo, DType);
+
+impl ForwardModule for VaeEncodeModule {
+    fn forward(&self, inputs: &HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+        let sample = input(inputs, "sample")?.to_dtype(self.1)?;
+        let posterior = self.0.encode(&sample)?;
+        Ok(HashMap::from([("latent".to_string(), posterior.mean)]))
+    }
+}
+
+/// `forward vae-decode`: `latent` (+ `timestep`) -> `sample`.
+struct VaeDecodeModule(AutoencoderKlLtxVideo, DType);
+
+impl ForwardModule for VaeDecodeModule {
+    fn forward(&self, inputs: &HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+        let latent = input(inputs, "latent")?.to_dtype(self.1)?;
+        let timestep = inputs.get("timestep");
+        if self.0.is_timestep_conditioned() && timestep.is_none() {
+            anyhow::bail!(
+                "this VAE decoder is timestep-conditioned: the input needs `timestep` [B]"
+            );
+        }
+        let sample = self.0.decode(&latent, timestep)?;
+        Ok(HashMap::from([("sample".to_string(), sample)]))
+    }
+}
+
+/// The input tensor `name`, or an error listing the inputs present.
+fn input<'a>(inputs: &'a HashMap<String, Tensor>, name: &str) -> Result<&'a Tensor> {
+    inputs.get(name).with_context(|| {
+        let mut have: Vec<&str> = inputs.keys().map(String::as_str).collect();
+        have.sort_unstable();
+        format!(
+            "the input file has no tensor `{name}` (it has: {})",
+            have.join(", ")
+        )
+    })
+}
+
 /// Loads the module `kind` from `args.model`.
 fn load_module(
     kind: ForwardModuleKind,
@@ -86,8 +128,19 @@ fn load_module(
     device: &Device,
     dtype: DType,
 ) -> Result<Box<dyn ForwardModule>> {
-    let _ = (args, device, dtype);
-    anyhow::bail!("`forward {kind:?}` is not available in this build")
+    match kind {
+        ForwardModuleKind::VaeEncode => Ok(Box::new(VaeEncodeModule(
+            AutoencoderKlLtxVideo::load(&args.model, device, dtype)?,
+            dtype,
+        ))),
+        ForwardModuleKind::VaeDecode => Ok(Box::new(VaeDecodeModule(
+            AutoencoderKlLtxVideo::load(&args.model, device, dtype)?,
+            dtype,
+        ))),
+        ForwardModuleKind::Transformer => {
+            anyhow::bail!("`forward {kind:?}` is not available in this build")
+        }
+    }
 }
 
 /// Runs `turbovsr forward`.
