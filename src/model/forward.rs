@@ -86,8 +86,19 @@ fn load_module(
     device: &Device,
     dtype: DType,
 ) -> Result<Box<dyn ForwardModule>> {
-    let _ = (args, device, dtype);
-    anyhow::bail!("`forward {kind:?}` is not available in this build")
+    match kind {
+        ForwardModuleKind::Transformer => Ok(Box::new(
+            crate::model::transformer::forward_module::TransformerForward::load(
+                &args.model,
+                device,
+                dtype,
+            )?,
+        )),
+        _ => {
+            let _ = (args, device, dtype);
+            anyhow::bail!("`forward {kind:?}` is not available in this build")
+        }
+    }
 }
 
 /// Runs `turbovsr forward`.

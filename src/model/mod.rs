@@ -1,7 +1,9 @@
 //! The neural modules of TurboVSR (DESIGN §3): LTX-Video's causal video VAE and diffusion
 //! transformer, written with candle and loaded by their diffusers key names.
 
+pub mod attention;
 pub mod forward;
+pub mod transformer;
 
 use candle_core::{DType, Result, Tensor};
 
