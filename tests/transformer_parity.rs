@@ -96,6 +96,7 @@ fn f32_matches_diffusers_on_every_fixture() {
         let out = model.forward(&case.model_inputs()).unwrap();
         assert_eq!(out.dims(), case.expected.dims(), "{name}");
         let err = relative_l2(&out, &case.expected).unwrap();
+        eprintln!("{name}: f32 relative L2 {err:.2e}");
         assert!(err <= F32_TOL, "{name}: relative L2 {err} > {F32_TOL}");
 
         model.set_max_attention_scores(7);
@@ -121,6 +122,7 @@ fn half_precision_close_to_f32() {
             let out = case.model(dtype).forward(&case.model_inputs()).unwrap();
             assert_eq!(out.dtype(), dtype);
             let err = relative_l2(&out, &want).unwrap();
+            eprintln!("{name}: {dtype:?} vs f32 relative L2 {err:.2e}");
             assert!(
                 err <= HALF_TOL,
                 "{name} {dtype:?}: relative L2 {err} > {HALF_TOL}"
