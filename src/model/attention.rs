@@ -12,6 +12,8 @@
 
 use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
 
+use crate::model::transformer::cpu_kernels::softmax_last_dim;
+
 /// Default budget for one block of attention scores, in elements (64 MiB of f32).
 pub const DEFAULT_MAX_SCORE_ELEMS: usize = 16 << 20;
 
@@ -178,7 +180,7 @@ fn one_pass(q: &Tensor, kt: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Resul
         // (m,) -> (1, 1, m)
         s = s.broadcast_add(&bias.reshape((1, 1, ()))?)?;
     }
-    let p = candle_nn::ops::softmax_last_dim(&s)?.to_dtype(v.dtype())?;
+    let p = softmax_last_dim(&s)?.to_dtype(v.dtype())?;
     // (heads, n, dv)
     p.matmul(v)?.to_dtype(DType::F32)
 }

@@ -7,6 +7,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{ActivationFn, LtxTransformerConfig};
+use super::cpu_kernels::gelu_tanh;
 use super::layers::{modulate, rms_norm, Linear};
 use super::rope::{apply_rotary_emb, Rope};
 use crate::model::attention::attention;
@@ -122,7 +123,7 @@ impl Module for FeedForward {
         let h = self.proj.forward(x)?;
         let h = match self.activation {
             ActivationFn::Gelu => h.gelu_erf()?,
-            ActivationFn::GeluApproximate => h.gelu()?,
+            ActivationFn::GeluApproximate => gelu_tanh(&h)?,
             ActivationFn::LinearSilu => h.silu()?,
             ActivationFn::GegluApproximate => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
             ActivationFn::Geglu | ActivationFn::Swiglu => {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::cpu_kernels::gelu_tanh;
 use super::layers::Linear;
 
 /// Channels of the sinusoidal timestep projection (`Timesteps(num_channels=256)`).
@@ -183,7 +184,8 @@ impl CaptionProjection {
 
 impl Module for CaptionProjection {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.linear_2.forward(&self.linear_1.forward(x)?.gelu()?)
+        self.linear_2
+            .forward(&gelu_tanh(&self.linear_1.forward(x)?)?)
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod config;
+pub mod cpu_kernels;
 pub mod embeddings;
 pub mod forward_module;
 pub mod layers;
