@@ -137,9 +137,13 @@ fn load_module(
             AutoencoderKlLtxVideo::load(&args.model, device, dtype)?,
             dtype,
         ))),
-        ForwardModuleKind::Transformer => {
-            anyhow::bail!("`forward {kind:?}` is not available in this build")
-        }
+        ForwardModuleKind::Transformer => Ok(Box::new(
+            crate::model::transformer::forward_module::TransformerForward::load(
+                &args.model,
+                device,
+                dtype,
+            )?,
+        )),
     }
 }
 

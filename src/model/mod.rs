@@ -1,8 +1,10 @@
 //! The neural modules of TurboVSR (DESIGN §3): LTX-Video's causal video VAE and diffusion
 //! transformer, written with candle and loaded by their diffusers key names.
 
+pub mod attention;
 pub mod conv3d;
 pub mod forward;
+pub mod transformer;
 pub mod turbovsr;
 pub mod vae;
 
