@@ -5,6 +5,11 @@
 //!
 //! diffusers' `blend_v/h/t` write into the current tile in place, so a tile that is later the
 //! "previous" tile of a neighbour is already blended; the code below keeps that order.
+//!
+//! Known quirk kept for parity: from 4 latent frames (33 frames) on, the reference's temporal tiled
+//! decode blends the first tile's tail one frame out of step with the second tile (the first tile
+//! keeps its last frame, later tiles drop theirs), so later frames lag by one frame and the last
+//! decoded frame is cropped. See `temporal_tiles_match_the_reference_on_consistent_maps`.
 
 use candle_core::{Result, Tensor};
 
