@@ -1,4 +1,4 @@
-//! VAE CPU benchmark: encode and decode times (median of 5 after a warm-up) for the fixed small
+//! VAE CPU benchmark: encode and decode times (median and min of 5 after a warm-up) for the fixed small
 //! config of `scripts/bench/vae_bench_config.json` on a 17x128x128 clip, in f32.
 //!
 //! `cargo run --release --example bench_vae [DIR]`: with DIR written by
@@ -49,7 +49,8 @@ fn random_model(cfg: &VaeConfig, dev: &Device) -> Result<AutoencoderKlLtxVideo> 
     )?)
 }
 
-fn median_ms(mut f: impl FnMut() -> Result<Tensor>) -> Result<(f64, Tensor)> {
+/// (median, min) of 5 timed runs after a warm-up, and the last output.
+fn time_ms(mut f: impl FnMut() -> Result<Tensor>) -> Result<(f64, f64, Tensor)> {
     let mut out = f()?; // warm-up
     let mut times = Vec::new();
     for _ in 0..5 {
@@ -58,7 +59,7 @@ fn median_ms(mut f: impl FnMut() -> Result<Tensor>) -> Result<(f64, Tensor)> {
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], out))
+    Ok((times[times.len() / 2], times[0], out))
 }
 
 fn main() -> Result<()> {
@@ -93,8 +94,8 @@ fn main() -> Result<()> {
     let sample = &inputs["sample"];
     let latent = &inputs["latent"];
     let timestep = inputs.get("timestep");
-    let (enc_ms, mean) = median_ms(|| Ok(vae.encode(sample)?.mean))?;
-    let (dec_ms, dec) = median_ms(|| Ok(vae.decode(latent, timestep)?))?;
+    let (enc_ms, enc_min, mean) = time_ms(|| Ok(vae.encode(sample)?.mean))?;
+    let (dec_ms, dec_min, dec) = time_ms(|| Ok(vae.decode(latent, timestep)?))?;
     println!(
         "candle sample {:?} latent {:?} threads {}",
         sample.dims(),
@@ -108,6 +109,9 @@ fn main() -> Result<()> {
             relative_l2(&dec, &r["sample"])?
         );
     }
-    println!("candle encode_ms={enc_ms:.1} decode_ms={dec_ms:.1}");
+    println!(
+        "candle encode_ms={enc_ms:.1} decode_ms={dec_ms:.1} \
+         encode_min_ms={enc_min:.1} decode_min_ms={dec_min:.1}"
+    );
     Ok(())
 }

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# VAE CPU benchmark: diffusers 0.42.1 (reference) vs ours on the same model and inputs, one run.
+# VAE CPU benchmark: diffusers 0.42.1 (reference) vs ours on the same model and inputs.
+# Runs ROUNDS (default 3) alternating rounds of both and reports, per side, the best median and the
+# best single run over the rounds (the least disturbed by other load on a shared machine).
 # Usage: scripts/bench/vae.sh [OUT_DIR]   (PYTHON=/path/to/python with requirements.txt installed)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-target/bench-vae}
 PYTHON=${PYTHON:-/work/venv-ref/bin/python}
+ROUNDS=${ROUNDS:-3}
 cargo build --release --example bench_vae
-ref=$("$PYTHON" scripts/bench/vae_reference.py --out "$OUT")
-echo "$ref"
-ours=$(cargo run --quiet --release --example bench_vae -- "$OUT")
-echo "$ours"
-field() { echo "$1" | grep -o "$2=[0-9.]*" | tail -1 | cut -d= -f2; }
-awk -v re="$(field "$ref" encode_ms)" -v rd="$(field "$ref" decode_ms)" \
-    -v oe="$(field "$ours" encode_ms)" -v od="$(field "$ours" decode_ms)" 'BEGIN {
-  printf "ratio (ours / reference, < 1 is faster): encode %.2f decode %.2f\n", oe / re, od / rd }'
+all=""
+for round in $(seq "$ROUNDS"); do
+    ref=$("$PYTHON" scripts/bench/vae_reference.py --out "$OUT" 2>/dev/null)
+    ours=$(cargo run --quiet --release --example bench_vae -- "$OUT")
+    echo "round $round"; echo "$ref"; echo "$ours"
+    all+="$ref"$'\n'"$ours"$'\n'
+done
+# best <side> <key>: smallest value of key=... over the rounds on lines starting with side.
+best() { echo "$all" | grep "^$1 " | grep -o "$2=[0-9.]*" | cut -d= -f2 | sort -g | head -1; }
+for key in encode_ms decode_ms encode_min_ms decode_min_ms; do
+    awk -v k="$key" -v r="$(best reference "$key")" -v o="$(best candle "$key")" 'BEGIN {
+      printf "%-14s reference %8.1f  ours %8.1f  ratio (ours / reference) %.2f\n", k, r, o, o / r }'
+done

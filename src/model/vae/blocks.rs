@@ -362,6 +362,15 @@ impl Upsampler3d {
     }
 }
 
+/// Which downsampler an encoder down block ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownsamplerKind {
+    /// A causal conv3d with stride 2 in time, height and width (`downsample_type` "conv").
+    StridedConv,
+    /// `LTXVideoDownsampler3d` with this (time, height, width) stride.
+    Residual((usize, usize, usize)),
+}
+
 /// The downsampler of an encoder down block.
 #[derive(Debug, Clone)]
 pub enum Downsampler {
@@ -388,13 +397,13 @@ pub struct DownBlock {
 }
 
 impl DownBlock {
-    /// `downsample`: `None` for no downsampling, `Some(None)` for the strided conv, `Some(Some(s))`
-    /// for `LTXVideoDownsampler3d` with stride `s`. `conv_out` only for `LTXVideoDownBlock3D`.
+    /// `downsample`: `None` when the block does not downsample. `with_conv_out`: the channel-changing
+    /// resnet of `LTXVideoDownBlock3D` (absent in `LTXVideo095DownBlock3D`).
     pub fn new(
         in_c: usize,
         out_c: usize,
         num_layers: usize,
-        downsample: Option<Option<(usize, usize, usize)>>,
+        downsample: Option<DownsamplerKind>,
         with_conv_out: bool,
         opts: ResnetOpts,
         vb: VarBuilder,
@@ -403,24 +412,21 @@ impl DownBlock {
             .map(|j| ResnetBlock3d::new(in_c, in_c, opts, vb.pp("resnets").pp(j)))
             .collect::<Result<Vec<_>>>()?;
         let vd = vb.pp("downsamplers").pp(0);
-        let downsampler = match downsample {
-            None => None,
-            Some(None) => Some(Downsampler::Conv(CausalConv3d::new(
-                in_c,
-                in_c,
-                3,
-                (2, 2, 2),
-                opts.is_causal,
-                vd,
-            )?)),
-            Some(Some(s)) => Some(Downsampler::Residual(Downsampler3d::new(
-                in_c,
-                out_c,
-                s,
-                opts.is_causal,
-                vd,
-            )?)),
-        };
+        let downsampler =
+            match downsample {
+                None => None,
+                Some(DownsamplerKind::StridedConv) => Some(Downsampler::Conv(CausalConv3d::new(
+                    in_c,
+                    in_c,
+                    3,
+                    (2, 2, 2),
+                    opts.is_causal,
+                    vd,
+                )?)),
+                Some(DownsamplerKind::Residual(s)) => Some(Downsampler::Residual(
+                    Downsampler3d::new(in_c, out_c, s, opts.is_causal, vd)?,
+                )),
+            };
         let conv_out = if with_conv_out && in_c != out_c {
             Some(ResnetBlock3d::new(in_c, out_c, opts, vb.pp("conv_out"))?)
         } else {

@@ -4,7 +4,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::blocks::{pixel_rms_norm, DownBlock, MidBlock, ResnetOpts};
+use super::blocks::{pixel_rms_norm, DownBlock, DownsamplerKind, MidBlock, ResnetOpts};
 use super::config::{DownBlockType, DownsampleType, VaeConfig};
 use super::noise::NoiseSource;
 use crate::model::conv3d::CausalConv3d;
@@ -65,16 +65,16 @@ impl Encoder {
             let layers = cfg.layers_per_block[i];
             let block = match cfg.down_block_type(i)? {
                 DownBlockType::Ltx => {
-                    let ds = scale.then_some(None);
+                    let ds = scale.then_some(DownsamplerKind::StridedConv);
                     DownBlock::new(in_c, out_c, layers, ds, true, opts, vbi)?
                 }
                 DownBlockType::Ltx095 => {
                     let ds = if scale {
                         Some(match cfg.downsample_type(i)? {
-                            DownsampleType::Conv => None,
-                            DownsampleType::Spatial => Some((1, 2, 2)),
-                            DownsampleType::Temporal => Some((2, 1, 1)),
-                            DownsampleType::Spatiotemporal => Some((2, 2, 2)),
+                            DownsampleType::Conv => DownsamplerKind::StridedConv,
+                            DownsampleType::Spatial => DownsamplerKind::Residual((1, 2, 2)),
+                            DownsampleType::Temporal => DownsamplerKind::Residual((2, 1, 1)),
+                            DownsampleType::Spatiotemporal => DownsamplerKind::Residual((2, 2, 2)),
                         })
                     } else {
                         None
