@@ -855,59 +855,29 @@ impl TurboVsr {
 
     /// New input caps: negotiate the output caps (input x scale, or what downstream fixes).
     fn set_caps(&self, caps: &gst::Caps) -> bool {
-        let in_info = match gst_video::VideoInfo::from_caps(caps) {
-            Ok(info) => info,
-            Err(_) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ["Unsupported caps {}", caps]
-                );
-                return false;
-            }
-        };
-        let in_layout = match layout_from_info(&in_info) {
-            Ok(l) => l,
+        match self.negotiate(caps) {
+            Ok(out_caps) => self.srcpad.push_event(gst::event::Caps::new(&out_caps)),
             Err(msg) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ["Unsupported caps {}: {}", caps, msg]
-                );
-                return false;
+                gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{}", msg]);
+                false
             }
-        };
+        }
+    }
+
+    /// Reads the input caps, picks the output caps and stores both; returns the output caps.
+    fn negotiate(&self, caps: &gst::Caps) -> Result<gst::Caps, String> {
+        let in_info = gst_video::VideoInfo::from_caps(caps)
+            .map_err(|_| format!("Unsupported caps {caps}"))?;
+        let in_layout =
+            layout_from_info(&in_info).map_err(|msg| format!("Unsupported caps {caps}: {msg}"))?;
         let scale = self.settings.lock().scale;
-        let Some(out_caps) = self.negotiate_src_caps(&in_info, scale) else {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ["Downstream accepts no output caps for input {}", caps]
-            );
-            return false;
-        };
-        let out_info = match gst_video::VideoInfo::from_caps(&out_caps) {
-            Ok(info) => info,
-            Err(_) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ["Cannot use output caps {}", out_caps]
-                );
-                return false;
-            }
-        };
-        let out_layout = match layout_from_info(&out_info) {
-            Ok(l) => l,
-            Err(msg) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ["Unsupported output caps {}: {}", out_caps, msg]
-                );
-                return false;
-            }
-        };
+        let out_caps = self
+            .negotiate_src_caps(&in_info, scale)
+            .ok_or_else(|| format!("Downstream accepts no output caps for input {caps}"))?;
+        let out_info = gst_video::VideoInfo::from_caps(&out_caps)
+            .map_err(|_| format!("Cannot use output caps {out_caps}"))?;
+        let out_layout = layout_from_info(&out_info)
+            .map_err(|msg| format!("Unsupported output caps {out_caps}: {msg}"))?;
         gst::info!(CAT, imp = self, "negotiated {} -> {}", caps, out_caps);
         if let Some(state) = self.state.lock().as_mut() {
             state.in_info = Some(in_info);
@@ -915,7 +885,7 @@ impl TurboVsr {
             state.out_info = Some(out_info);
             state.out_layout = Some(out_layout);
         }
-        self.srcpad.push_event(gst::event::Caps::new(&out_caps))
+        Ok(out_caps)
     }
 
     /// The input caps at `scale`x the size if downstream takes them, else the size downstream
