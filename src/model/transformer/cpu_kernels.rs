@@ -32,6 +32,99 @@ fn fast_exp(x: f32) -> f32 {
     p * f32::from_bits(bits)
 }
 
+/// Sum and max over 8 independent lanes: a plain fold is a serial dependency chain that the
+/// compiler may not reorder (and so not vectorize).
+#[inline(always)]
+fn lanes_sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += *v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn lanes_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a = a.max(*v);
+        }
+    }
+    acc.iter().copied().fold(tail, f32::max)
+}
+
+/// Softmax of each `row`-long row of `s` into `d` (a row stays in L1 across the three passes).
+#[inline(always)]
+fn softmax_rows_body(s: &[f32], d: &mut [f32], row: usize) {
+    for (s, d) in s.chunks_exact(row).zip(d.chunks_exact_mut(row)) {
+        let max = lanes_max(s);
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d = fast_exp(s - max);
+        }
+        let inv = 1.0 / lanes_sum(d);
+        d.iter_mut().for_each(|d| *d *= inv);
+    }
+}
+
+/// `0.5 x (1 + tanh(y)) = x / (1 + exp(-2 y))`, `y = sqrt(2/pi) (x + 0.044715 x^3)`.
+#[inline(always)]
+fn gelu_tanh_body(s: &[f32], d: &mut [f32]) {
+    let k = (2.0f32 / std::f32::consts::PI).sqrt();
+    for (d, &x) in d.iter_mut().zip(s) {
+        let y = k * (x + 0.044715 * x * x * x);
+        *d = x / (1.0 + fast_exp(-2.0 * y));
+    }
+}
+
+/// The same bodies compiled for AVX2 + FMA (8 lanes), picked at run time: the crate is built for
+/// the baseline x86-64 target (4-lane SSE2).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax_rows(s: &[f32], d: &mut [f32], row: usize) {
+        super::softmax_rows_body(s, d, row)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gelu_tanh(s: &[f32], d: &mut [f32]) {
+        super::gelu_tanh_body(s, d)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+fn softmax_rows(s: &[f32], d: &mut [f32], row: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+        return unsafe { avx2::softmax_rows(s, d, row) };
+    }
+    softmax_rows_body(s, d, row)
+}
+
+fn gelu_tanh_slice(s: &[f32], d: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+        return unsafe { avx2::gelu_tanh(s, d) };
+    }
+    gelu_tanh_body(s, d)
+}
+
 /// Runs `f(src_rows, dst_rows)` over groups of whole rows of `row` elements on scoped threads.
 fn par_rows(src: &[f32], dst: &mut [f32], row: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) {
     let rows = src.len() / row.max(1);
@@ -76,18 +169,7 @@ impl CustomOp1 for SoftmaxLastDim {
         };
         let row = layout.dims().last().copied().unwrap_or(1).max(1);
         let mut dst = vec![0f32; src.len()];
-        par_rows(src, &mut dst, row, |s, d| {
-            for (s, d) in s.chunks_exact(row).zip(d.chunks_exact_mut(row)) {
-                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (d, &s) in d.iter_mut().zip(s) {
-                    *d = fast_exp(s - max);
-                    sum += *d;
-                }
-                let inv = 1.0 / sum;
-                d.iter_mut().for_each(|d| *d *= inv);
-            }
-        });
+        par_rows(src, &mut dst, row, |s, d| softmax_rows(s, d, row));
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }
@@ -105,14 +187,7 @@ impl CustomOp1 for GeluTanh {
         };
         let row = layout.dims().last().copied().unwrap_or(1).max(1);
         let mut dst = vec![0f32; src.len()];
-        // 0.5 x (1 + tanh(y)) = x / (1 + exp(-2 y)), y = sqrt(2/pi) (x + 0.044715 x^3)
-        let k = (2.0f32 / std::f32::consts::PI).sqrt();
-        par_rows(src, &mut dst, row, |s, d| {
-            for (d, &x) in d.iter_mut().zip(s) {
-                let y = k * (x + 0.044715 * x * x * x);
-                *d = x / (1.0 + fast_exp(-2.0 * y));
-            }
-        });
+        par_rows(src, &mut dst, row, gelu_tanh_slice);
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }
