@@ -131,6 +131,38 @@ fn the_previous_output_frame_conditions_the_next_window() {
     );
 }
 
+#[test]
+fn overlapping_latents_are_fused() {
+    let frames = Tensor::randn(0f32, 0.5, (3, 17, 32, 32), &Device::Cpu)
+        .unwrap()
+        .clamp(-1f32, 1f32)
+        .unwrap();
+    let cancel = CancelToken::default();
+    let mut p = DiffusionProcessor::load(tiny_model(), &settings(1, 0), &Device::Cpu).unwrap();
+    // Window 17 / overlap 9: window 0 emits frames 0..=8, its latent 2 (frames 9..=16) is
+    // window 1's latent 1.
+    let w0 = WindowInput {
+        index: 0,
+        frames: &frames,
+        real_frames: 17,
+        emit: 0..9,
+        starts_stream: true,
+    };
+    p.process(&w0, &cancel).unwrap();
+    assert_eq!(p.stats().fused_latents, 0);
+    let w1 = WindowInput {
+        index: 1,
+        emit: 1..9,
+        starts_stream: false,
+        ..w0
+    };
+    p.process(&w1, &cancel).unwrap();
+    assert_eq!(p.stats().fused_latents, 1);
+    // A new stream fuses nothing.
+    p.process(&w0, &cancel).unwrap();
+    assert_eq!(p.stats().fused_latents, 0);
+}
+
 /// Output frames of a `videotestsrc` pipeline through the element: (pts, bytes) each.
 fn run_pipeline(frames: u32, props: &str) -> Vec<(gst::ClockTime, Vec<u8>)> {
     init();
@@ -205,9 +237,9 @@ fn pipeline_outputs_every_frame_at_4x_with_input_timestamps_and_is_seeded() {
 fn pipeline_with_window_9_and_the_default_window() {
     let out = run_pipeline(11, "window=9 overlap=1 steps=1");
     assert_frames(&out, 11);
-    // The default 49 / 9 windows: one full window and a tail.
-    let out = run_pipeline(50, "steps=1");
-    assert_frames(&out, 50);
+    // The default 49 / 9 windows: two full windows and a tail (issue 5: 100 frames).
+    let out = run_pipeline(100, "steps=1");
+    assert_frames(&out, 100);
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! Factorized conditioning (paper §3.3): a stream's first window super-resolves its first frame
 //! as an image (a one-latent clip) and then the video with latent 0 fixed at that result; every
 //! later window takes latent 0 from the encoding of the previous window's last output frame,
-//! which is the same frame (DESIGN §5: window k starts where window k - 1 stops emitting).
+//! which is the same frame (DESIGN §5: window k starts where window k - 1 stops emitting). The
+//! latents both windows denoised (after that frame) are averaged before decoding.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,6 +37,8 @@ pub struct WindowStats {
     pub first_frame: Duration,
     pub video: Duration,
     pub decode: Duration,
+    /// Latents averaged with the previous window's overlapping latents (DESIGN §5).
+    pub fused_latents: usize,
 }
 
 /// TurboVSR on a checkpoint folder.
@@ -53,6 +56,9 @@ pub struct DiffusionProcessor {
     /// The previous window's last output frame, (1, 3, 1, h, w) in [-1, 1], at the output size:
     /// the next window's first frame.
     last_frame: Option<Tensor>,
+    /// The previous window's denoised latents after its last output frame, (1, C, j, h, w),
+    /// normalized: averaged into this window's latents 1..=j before decoding (DESIGN §5).
+    overlap_latents: Option<Tensor>,
     stats: WindowStats,
 }
 
@@ -195,8 +201,15 @@ impl DiffusionProcessor {
             noise: FixedNoise::new(settings.seed),
             device: device.clone(),
             last_frame: None,
+            overlap_latents: None,
             stats: WindowStats::default(),
         })
+    }
+
+    /// Drops the per-stream state: the conditioning frame and the overlapping latents.
+    fn forget(&mut self) {
+        self.last_frame = None;
+        self.overlap_latents = None;
     }
 
     /// Stage times and evaluation counts of the last window.
@@ -271,7 +284,7 @@ impl DiffusionProcessor {
         let dtype = self.denoiser.transformer().dtype();
         let mut stats = WindowStats::default();
         if input.starts_stream {
-            self.last_frame = None;
+            self.forget();
         }
 
         let t0 = Instant::now();
@@ -300,13 +313,36 @@ impl DiffusionProcessor {
 
         let t0 = Instant::now();
         let latent_frames = cond.dim(2)?;
-        let z = if latent_frames == 1 {
+        let mut z = if latent_frames == 1 {
             // A one-frame clip is image SR: the first-frame latent is the result.
             z_first
         } else {
             let (z, evals) = self.denoise(&cond, Some(&z_first))?;
             stats.video_evaluations = evals;
             z
+        };
+        // Fusion (DESIGN §5): latents 1..=j, which the previous window also denoised, are the
+        // average of both; latent 0 is this window's conditioning frame and stays.
+        if let Some(prev) = self.overlap_latents.take() {
+            let j = prev.dim(2)?.min(latent_frames - 1);
+            if j > 0 && prev.dims()[3..] == z.dims()[3..] {
+                let fused = ((z.narrow(2, 1, j)? + prev.narrow(2, 0, j)?)? * 0.5)?;
+                let mut parts = vec![z.narrow(2, 0, 1)?, fused];
+                if 1 + j < latent_frames {
+                    parts.push(z.narrow(2, 1 + j, latent_frames - 1 - j)?);
+                }
+                z = Tensor::cat(&parts, 2)?;
+                stats.fused_latents = j;
+            }
+        }
+        // The latents after the last frame this window emits overlap the next window.
+        let t_ratio = self.vae.config().temporal_compression();
+        let last = input.emit.end - 1;
+        let after = last / t_ratio + 1;
+        self.overlap_latents = if last % t_ratio == 0 && after < latent_frames {
+            Some(z.narrow(2, after, latent_frames - after)?.contiguous()?)
+        } else {
+            None
         };
         stats.video = t0.elapsed();
         cancel.check()?;
@@ -356,13 +392,13 @@ impl FrameProcessor for DiffusionProcessor {
     ) -> Result<Tensor, ProcessError> {
         let result = self.run(input, cancel);
         if result.is_err() {
-            // A failed or cancelled window leaves no conditioning frame behind.
-            self.last_frame = None;
+            // A failed or cancelled window leaves no conditioning state behind.
+            self.forget();
         }
         result
     }
 
     fn reset(&mut self) {
-        self.last_frame = None;
+        self.forget();
     }
 }
