@@ -132,6 +132,13 @@ impl DiffusionProcessor {
         settings: &ProcessorSettings,
         device: &Device,
     ) -> anyhow::Result<Self> {
+        if !crate::sample::schedule::VALID_STEPS.contains(&settings.steps) {
+            bail!(
+                "steps={} is not one of {:?}",
+                settings.steps,
+                crate::sample::schedule::VALID_STEPS
+            );
+        }
         let config = TurboVsrConfig::load(model)?;
         let dtype = dtype_for(settings.precision, device);
         let mut vae = AutoencoderKlLtxVideo::load(&model.join("vae"), device, dtype)
@@ -183,13 +190,6 @@ impl DiffusionProcessor {
                 Tensor::ones((1, 1), DType::F32, device)?,
             ),
         };
-        if !crate::sample::schedule::VALID_STEPS.contains(&settings.steps) {
-            bail!(
-                "steps={} is not one of {:?}",
-                settings.steps,
-                crate::sample::schedule::VALID_STEPS
-            );
-        }
         Ok(Self {
             name: model.display().to_string(),
             config,

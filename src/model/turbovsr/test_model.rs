@@ -420,9 +420,12 @@ pub fn run(args: &MakeTestModelArgs) -> anyhow::Result<()> {
     };
     write_test_model(&args.dir, &options)?;
     println!(
-        "wrote a randomly initialised {:?} checkpoint to {}: it has the shapes of a TurboVSR model \
+        "wrote a randomly initialised {} checkpoint to {}: it has the shapes of a TurboVSR model \
          but upscales nothing meaningfully (for tests, demos and benchmarks only)",
-        args.preset,
+        match args.preset {
+            Preset::Tiny => "tiny",
+            Preset::Ltx2b => "ltx-2b",
+        },
         args.dir.display()
     );
     Ok(())
