@@ -163,6 +163,35 @@ fn overlapping_latents_are_fused() {
     assert_eq!(p.stats().fused_latents, 0);
 }
 
+#[test]
+fn any_output_size_and_reduced_precision_run() {
+    use gstturbovsr::pipeline::Precision;
+    // 40x50 is padded to the VAE's 64x64 grid and cropped back.
+    let frames = Tensor::randn(0f32, 0.5, (3, 9, 40, 50), &Device::Cpu)
+        .unwrap()
+        .clamp(-1f32, 1f32)
+        .unwrap();
+    for precision in [Precision::F32, Precision::Bf16] {
+        let s = ProcessorSettings {
+            precision,
+            ..settings(1, 0)
+        };
+        let mut p = DiffusionProcessor::load(tiny_model(), &s, &Device::Cpu).unwrap();
+        let input = WindowInput {
+            index: 0,
+            frames: &frames,
+            real_frames: 7,
+            emit: 0..7,
+            starts_stream: true,
+        };
+        let out = p.process(&input, &CancelToken::default()).unwrap();
+        assert_eq!(out.dims(), &[3, 7, 40, 50], "{precision:?}");
+        assert_eq!(out.dtype(), DType::F32);
+        let v: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{precision:?}");
+    }
+}
+
 /// Output frames of a `videotestsrc` pipeline through the element: (pts, bytes) each.
 fn run_pipeline(frames: u32, props: &str) -> Vec<(gst::ClockTime, Vec<u8>)> {
     init();

@@ -52,6 +52,7 @@ pub struct DiffusionProcessor {
     prompt_mask: Tensor,
     steps: usize,
     noise: FixedNoise,
+    vae_dtype: DType,
     device: Device,
     /// The previous window's last output frame, (1, 3, 1, h, w) in [-1, 1], at the output size:
     /// the next window's first frame.
@@ -141,7 +142,13 @@ impl DiffusionProcessor {
         }
         let config = TurboVsrConfig::load(model)?;
         let dtype = dtype_for(settings.precision, device);
-        let mut vae = AutoencoderKlLtxVideo::load(&model.join("vae"), device, dtype)
+        // candle's CPU convolution has no bf16 kernel: a bf16 VAE on the CPU runs in f32.
+        let vae_dtype = if device.is_cpu() && dtype == DType::BF16 {
+            DType::F32
+        } else {
+            dtype
+        };
+        let mut vae = AutoencoderKlLtxVideo::load(&model.join("vae"), device, vae_dtype)
             .with_context(|| format!("loading the VAE of {}", model.display()))?;
         // Memory bounded by the tile size, not the frame size (DESIGN §5).
         vae.set_tiling(VaeTiling {
@@ -199,6 +206,7 @@ impl DiffusionProcessor {
             prompt_mask,
             steps: settings.steps,
             noise: FixedNoise::new(settings.seed),
+            vae_dtype,
             device: device.clone(),
             last_frame: None,
             overlap_latents: None,
@@ -281,7 +289,7 @@ impl DiffusionProcessor {
             .into());
         }
         let s = self.vae.config().spatial_compression();
-        let dtype = self.denoiser.transformer().dtype();
+        let dtype = self.vae_dtype;
         let mut stats = WindowStats::default();
         if input.starts_stream {
             self.forget();
