@@ -21,12 +21,13 @@ fn init() {
     });
 }
 
-/// The tiny checkpoint, written once per test binary.
+/// The tiny checkpoint, written once per test binary (1.7 MB, under cargo's per-target scratch
+/// folder; the process id keeps concurrent runs apart).
 fn tiny_model() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("turbovsr-diffusion-test-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("diffusion-tiny-model-{}", std::process::id()));
         write_test_model(&dir, &TestModelOptions::new(Preset::Tiny)).unwrap();
         dir
     })
