@@ -13,12 +13,16 @@ struct Cli {
 enum Command {
     /// Run one module on tensors (parity checks and timing).
     Forward(gstturbovsr::model::forward::ForwardArgs),
+    /// Write a randomly initialised checkpoint folder (tests, demos, benchmarks; it upscales
+    /// nothing meaningfully).
+    MakeTestModel(gstturbovsr::model::turbovsr::test_model::MakeTestModelArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Forward(args) => gstturbovsr::model::forward::run(args),
+        Command::MakeTestModel(args) => gstturbovsr::model::turbovsr::test_model::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -125,6 +125,9 @@ impl Settings {
                 PrecisionKind::Bf16 => Precision::Bf16,
                 PrecisionKind::F16 => Precision::F16,
             },
+            steps: self.steps as usize,
+            seed: self.seed,
+            prompt_embeds: self.prompt_embeds.as_ref().map(std::path::PathBuf::from),
         }
     }
 }

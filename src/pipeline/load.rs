@@ -1,10 +1,11 @@
 //! Choosing the device and loading a [`FrameProcessor`] for a `model` setting.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use candle_core::Device;
 
+use super::diffusion::DiffusionProcessor;
 use super::processor::{BicubicProcessor, FrameProcessor, BICUBIC_MODEL};
 
 /// Where the model runs.
@@ -29,11 +30,33 @@ pub enum Precision {
 }
 
 /// What a processor is loaded with.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProcessorSettings {
     pub device: DeviceChoice,
     pub device_id: usize,
     pub precision: Precision,
+    /// Sampler steps per latent sampling pass: 1, 2, 4, 8 or 16 (DESIGN §4).
+    pub steps: usize,
+    /// Seed of the fixed sampling noise.
+    pub seed: u64,
+    /// Prompt embeddings to use instead of the checkpoint's `prompt_embeds.safetensors`.
+    pub prompt_embeds: Option<PathBuf>,
+}
+
+/// Default sampler steps (DESIGN §4).
+pub const DEFAULT_STEPS: usize = 4;
+
+impl Default for ProcessorSettings {
+    fn default() -> Self {
+        Self {
+            device: DeviceChoice::default(),
+            device_id: 0,
+            precision: Precision::default(),
+            steps: DEFAULT_STEPS,
+            seed: 0,
+            prompt_embeds: None,
+        }
+    }
 }
 
 /// Opens the device `settings` asks for.
@@ -95,11 +118,9 @@ pub fn load_processor(
                 .join(" and ")
         );
     }
-    bail!(
-        "model path '{}' is a TurboVSR checkpoint folder, but this version of turbovsr cannot run \
-         diffusion checkpoints yet; use model={BICUBIC_MODEL} for the bicubic baseline",
-        path.display()
-    )
+    let processor = DiffusionProcessor::load(path, settings, &device)
+        .with_context(|| format!("cannot load model '{}'", path.display()))?;
+    Ok((Box::new(processor), device))
 }
 
 #[cfg(test)]

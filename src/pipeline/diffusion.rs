@@ -1,0 +1,412 @@
+//! The diffusion [`FrameProcessor`] (DESIGN §2, paper §3.1, §3.3): one window of bicubic frames
+//! -> VAE encode -> first-frame image SR (first window of a stream) -> video SR with latent 0
+//! held clean -> VAE decode -> the window's output frames.
+//!
+//! Factorized conditioning (paper §3.3): a stream's first window super-resolves its first frame
+//! as an image (a one-latent clip) and then the video with latent 0 fixed at that result; every
+//! later window takes latent 0 from the encoding of the previous window's last output frame,
+//! which is the same frame (DESIGN §5: window k starts where window k - 1 stops emitting). The
+//! latents both windows denoised (after that frame) are averaged before decoding.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+
+use super::load::{Precision, ProcessorSettings};
+use super::processor::{CancelToken, FrameProcessor, ProcessError, WindowInput};
+use super::resize::{crop_hw, pad_to_multiple};
+use crate::model::turbovsr::denoiser::{pack_latents, unpack_latents};
+use crate::model::turbovsr::{ConditionedDenoiser, TurboVsrConfig, TurboVsrDenoiser};
+use crate::model::vae::{AutoencoderKlLtxVideo, VaeTiling};
+use crate::sample::{plan, sample, FixedNoise};
+
+/// The optional prompt embedding file of a checkpoint folder (DESIGN §3.3).
+pub const PROMPT_EMBEDS_FILE: &str = "prompt_embeds.safetensors";
+
+/// Transformer evaluations and time per stage of the last window (for tests and benchmarks).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowStats {
+    /// Transformer evaluations of the first-frame image pass (0 when the window had none).
+    pub first_frame_evaluations: usize,
+    /// Transformer evaluations of the video pass.
+    pub video_evaluations: usize,
+    /// Wall time of VAE encoding (the window and, for later windows, the conditioning frame).
+    pub encode: Duration,
+    pub first_frame: Duration,
+    pub video: Duration,
+    pub decode: Duration,
+    /// Latents averaged with the previous window's overlapping latents (DESIGN §5).
+    pub fused_latents: usize,
+}
+
+/// TurboVSR on a checkpoint folder.
+pub struct DiffusionProcessor {
+    name: String,
+    config: TurboVsrConfig,
+    vae: AutoencoderKlLtxVideo,
+    denoiser: TurboVsrDenoiser,
+    /// Prompt embeddings (1, L, caption_channels) and mask (1, L).
+    prompt: Tensor,
+    prompt_mask: Tensor,
+    steps: usize,
+    noise: FixedNoise,
+    vae_dtype: DType,
+    device: Device,
+    /// The previous window's last output frame, (1, 3, 1, h, w) in [-1, 1], at the output size:
+    /// the next window's first frame.
+    last_frame: Option<Tensor>,
+    /// The previous window's denoised latents after its last output frame, (1, C, j, h, w),
+    /// normalized: averaged into this window's latents 1..=j before decoding (DESIGN §5).
+    overlap_latents: Option<Tensor>,
+    stats: WindowStats,
+}
+
+impl std::fmt::Debug for DiffusionProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiffusionProcessor")
+            .field("name", &self.name)
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The weight dtype `precision` asks for on `device`.
+fn dtype_for(precision: Precision, device: &Device) -> DType {
+    match precision {
+        Precision::Auto if device.is_cpu() => DType::F32,
+        Precision::Auto => DType::BF16,
+        Precision::F32 => DType::F32,
+        Precision::Bf16 => DType::BF16,
+        Precision::F16 => DType::F16,
+    }
+}
+
+/// Reads `prompt_embeds` [L, C] and `prompt_attention_mask` [L] from `path`.
+fn load_prompt(
+    path: &Path,
+    caption_channels: usize,
+    device: &Device,
+) -> anyhow::Result<(Tensor, Tensor)> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("reading prompt embeddings {}", path.display()))?;
+    let embeds = tensors.get("prompt_embeds").with_context(|| {
+        format!(
+            "{}: no tensor `prompt_embeds` [L, {caption_channels}]",
+            path.display()
+        )
+    })?;
+    let (l, c) = embeds
+        .dims2()
+        .ok()
+        .filter(|&(l, c)| l > 0 && c == caption_channels)
+        .with_context(|| {
+            format!(
+                "{}: `prompt_embeds` has shape {:?}, expected [L, {caption_channels}]",
+                path.display(),
+                embeds.dims()
+            )
+        })?;
+    let mask = match tensors.get("prompt_attention_mask") {
+        Some(m) if m.dims() == [l] => m.to_dtype(DType::F32)?,
+        Some(m) => bail!(
+            "{}: `prompt_attention_mask` has shape {:?}, expected [{l}]",
+            path.display(),
+            m.dims()
+        ),
+        None => Tensor::ones(l, DType::F32, &Device::Cpu)?,
+    };
+    Ok((
+        embeds
+            .to_dtype(DType::F32)?
+            .reshape((1, l, c))?
+            .to_device(device)?,
+        mask.reshape((1, l))?.to_device(device)?,
+    ))
+}
+
+impl DiffusionProcessor {
+    /// Loads a checkpoint folder (DESIGN §3.3) on `device`. Errors name the path and the reason.
+    pub fn load(
+        model: &Path,
+        settings: &ProcessorSettings,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        if !crate::sample::schedule::VALID_STEPS.contains(&settings.steps) {
+            bail!(
+                "steps={} is not one of {:?}",
+                settings.steps,
+                crate::sample::schedule::VALID_STEPS
+            );
+        }
+        let config = TurboVsrConfig::load(model)?;
+        let dtype = dtype_for(settings.precision, device);
+        // candle's CPU convolution has no bf16 kernel: a bf16 VAE on the CPU runs in f32.
+        let vae_dtype = if device.is_cpu() && dtype == DType::BF16 {
+            DType::F32
+        } else {
+            dtype
+        };
+        let mut vae = AutoencoderKlLtxVideo::load(&model.join("vae"), device, vae_dtype)
+            .with_context(|| format!("loading the VAE of {}", model.display()))?;
+        // Memory bounded by the tile size, not the frame size (DESIGN §5).
+        vae.set_tiling(VaeTiling {
+            spatial: true,
+            temporal: true,
+            ..VaeTiling::default()
+        })?;
+        let vae_cfg = vae.config().clone();
+        let tf_dir = model.join("transformer");
+        let tf_cfg_probe: crate::model::transformer::LtxTransformerConfig = serde_json::from_str(
+            &std::fs::read_to_string(tf_dir.join("config.json"))
+                .with_context(|| format!("reading {}", tf_dir.join("config.json").display()))?,
+        )
+        .with_context(|| format!("parsing {}", tf_dir.join("config.json").display()))?;
+        let (p, pt) = (tf_cfg_probe.patch_size, tf_cfg_probe.patch_size_t);
+        if pt != 1 {
+            bail!(
+                "{}: patch_size_t={pt} is not supported (the conditioning frame must be its own tokens)",
+                tf_dir.join("config.json").display()
+            );
+        }
+        let cond_channels = vae_cfg.latent_channels * p * p;
+        if tf_cfg_probe.in_channels != cond_channels || tf_cfg_probe.out_channels() != cond_channels
+        {
+            bail!(
+                "{}: in_channels={} / out_channels={} do not match the VAE's {} latent channels \
+                 patchified by {p}x{p} ({cond_channels})",
+                tf_dir.join("config.json").display(),
+                tf_cfg_probe.in_channels,
+                tf_cfg_probe.out_channels(),
+                vae_cfg.latent_channels
+            );
+        }
+        let denoiser =
+            TurboVsrDenoiser::load(&tf_dir, cond_channels, config.cond_scale, dtype, device)?;
+        let caption = denoiser.config().caption_channels;
+        let prompt_path: Option<PathBuf> = settings
+            .prompt_embeds
+            .clone()
+            .or_else(|| Some(model.join(PROMPT_EMBEDS_FILE)).filter(|p| p.is_file()));
+        let (prompt, prompt_mask) = match prompt_path {
+            Some(path) => load_prompt(&path, caption, device)?,
+            // DESIGN §3.3: a zero embedding of length 1 with mask 1.
+            None => (
+                Tensor::zeros((1, 1, caption), DType::F32, device)?,
+                Tensor::ones((1, 1), DType::F32, device)?,
+            ),
+        };
+        Ok(Self {
+            name: model.display().to_string(),
+            config,
+            vae,
+            denoiser,
+            prompt,
+            prompt_mask,
+            steps: settings.steps,
+            noise: FixedNoise::new(settings.seed),
+            vae_dtype,
+            device: device.clone(),
+            last_frame: None,
+            overlap_latents: None,
+            stats: WindowStats::default(),
+        })
+    }
+
+    /// Drops the per-stream state: the conditioning frame and the overlapping latents.
+    fn forget(&mut self) {
+        self.last_frame = None;
+        self.overlap_latents = None;
+    }
+
+    /// Stage times and evaluation counts of the last window.
+    pub fn stats(&self) -> &WindowStats {
+        &self.stats
+    }
+
+    /// Encodes a (1, 3, f, H, W) clip in [-1, 1] (H, W multiples of the VAE's compression) to
+    /// normalized latents (1, C, t, h, w).
+    fn encode(&self, clip: &Tensor) -> anyhow::Result<Tensor> {
+        let mean = self.vae.encode(clip)?.mean;
+        Ok(self.vae.normalize_latents(&mean)?.to_dtype(DType::F32)?)
+    }
+
+    /// Denoises the latent `(1, C, t, h, w)` from the fixed noise, conditioned on `cond`
+    /// (same shape); with `first`, latent 0 is held clean at `first` (1, C, 1, h, w).
+    /// Returns the latent and the number of transformer evaluations.
+    fn denoise(&self, cond: &Tensor, first: Option<&Tensor>) -> anyhow::Result<(Tensor, usize)> {
+        let (_, c, t, h, w) = cond.dims5()?;
+        let tc = &self.denoiser.config();
+        let (p, pt) = (tc.patch_size, tc.patch_size_t);
+        // Every window starts from the same noise, indexed by latent position (DESIGN §4).
+        let mut z = self
+            .noise
+            .tile((c, t, h, w), (0, 0), &self.device)?
+            .unsqueeze(0)?;
+        let mut clean = vec![0f32; t * h * w / (p * p * pt)];
+        if let Some(first) = first {
+            z = Tensor::cat(&[first, &z.narrow(2, 1, t - 1)?], 2)?;
+            // tokens are frame-major: frame 0's tokens come first (patch_size_t = 1)
+            clean[..h * w / (p * p)].fill(1.0);
+        }
+        let n = clean.len();
+        let clean = Tensor::from_vec(clean, (1, n), &self.device)?;
+        let x = pack_latents(&z, p, pt)?;
+        let cond_tokens = pack_latents(cond, p, pt)?;
+        let steps = plan(self.steps, n, &self.config.shift, &self.config.step_sizes)?;
+        let vae = self.vae.config();
+        let mut model = ConditionedDenoiser {
+            model: &self.denoiser,
+            cond: &cond_tokens,
+            prompt: &self.prompt,
+            prompt_mask: Some(&self.prompt_mask),
+            video_shape: (t / pt, h / p, w / p),
+            rope_interpolation_scale: [
+                (vae.temporal_compression() as f64 / self.config.frame_rate) as f32,
+                vae.spatial_compression() as f32,
+                vae.spatial_compression() as f32,
+            ],
+            evaluations: 0,
+        };
+        let x = sample(&mut model, &x, &clean, &steps)?;
+        let evaluations = model.evaluations;
+        Ok((unpack_latents(&x, (t, h, w), p, pt)?, evaluations))
+    }
+
+    fn run(
+        &mut self,
+        input: &WindowInput<'_>,
+        cancel: &CancelToken,
+    ) -> Result<Tensor, ProcessError> {
+        let (_, frames, out_h, out_w) = input.frames.dims4()?;
+        if input.emit.end > frames || input.emit.is_empty() {
+            return Err(anyhow::anyhow!(
+                "window {}: emit range {:?} is outside its {frames} frames",
+                input.index,
+                input.emit
+            )
+            .into());
+        }
+        let s = self.vae.config().spatial_compression();
+        let dtype = self.vae_dtype;
+        let mut stats = WindowStats::default();
+        if input.starts_stream {
+            self.forget();
+        }
+
+        let t0 = Instant::now();
+        // (3, f, H, W) -> (1, 3, f, H', W'), replicate-padded to the VAE's grid
+        let clip = pad_to_multiple(&input.frames.unsqueeze(0)?, s)?.to_dtype(dtype)?;
+        let cond = self.encode(&clip)?;
+        let z_first_encoded = match &self.last_frame {
+            Some(frame) => Some(self.encode(&pad_to_multiple(frame, s)?.to_dtype(dtype)?)?),
+            None => None,
+        };
+        stats.encode = t0.elapsed();
+        cancel.check()?;
+
+        let t0 = Instant::now();
+        let z_first = match z_first_encoded {
+            Some(z) => z,
+            None => {
+                // Image SR of the first frame: a one-latent clip (paper §3.3).
+                let (z, evals) = self.denoise(&cond.narrow(2, 0, 1)?, None)?;
+                stats.first_frame_evaluations = evals;
+                z
+            }
+        };
+        stats.first_frame = t0.elapsed();
+        cancel.check()?;
+
+        let t0 = Instant::now();
+        let latent_frames = cond.dim(2)?;
+        let mut z = if latent_frames == 1 {
+            // A one-frame clip is image SR: the first-frame latent is the result.
+            z_first
+        } else {
+            let (z, evals) = self.denoise(&cond, Some(&z_first))?;
+            stats.video_evaluations = evals;
+            z
+        };
+        // Fusion (DESIGN §5): latents 1..=j, which the previous window also denoised, are the
+        // average of both; latent 0 is this window's conditioning frame and stays.
+        if let Some(prev) = self.overlap_latents.take() {
+            let j = prev.dim(2)?.min(latent_frames - 1);
+            if j > 0 && prev.dims()[3..] == z.dims()[3..] {
+                let fused = ((z.narrow(2, 1, j)? + prev.narrow(2, 0, j)?)? * 0.5)?;
+                let mut parts = vec![z.narrow(2, 0, 1)?, fused];
+                if 1 + j < latent_frames {
+                    parts.push(z.narrow(2, 1 + j, latent_frames - 1 - j)?);
+                }
+                z = Tensor::cat(&parts, 2)?;
+                stats.fused_latents = j;
+            }
+        }
+        // The latents after the last frame this window emits overlap the next window.
+        let t_ratio = self.vae.config().temporal_compression();
+        let last = input.emit.end - 1;
+        let after = last / t_ratio + 1;
+        self.overlap_latents = if last % t_ratio == 0 && after < latent_frames {
+            Some(z.narrow(2, after, latent_frames - after)?.contiguous()?)
+        } else {
+            None
+        };
+        stats.video = t0.elapsed();
+        cancel.check()?;
+
+        let t0 = Instant::now();
+        let z = self.vae.denormalize_latents(&z)?.to_dtype(dtype)?;
+        let timestep = Tensor::new(&[self.config.decode_timestep as f32], &self.device)?;
+        let video = self.vae.decode(&z, Some(&timestep))?;
+        // (1, 3, f, H', W') -> (3, f, H, W)
+        let video = crop_hw(&video, out_h, out_w)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)?
+            .clamp(-1f32, 1f32)?;
+        stats.decode = t0.elapsed();
+        if video.dim(1)? != frames {
+            return Err(anyhow::anyhow!(
+                "window {}: the VAE decoded {} frames from {frames}",
+                input.index,
+                video.dim(1)?
+            )
+            .into());
+        }
+        let out = video
+            .narrow(1, input.emit.start, input.emit.len())?
+            .contiguous()?;
+        // The next window starts on the last frame this one emits.
+        self.last_frame = Some(
+            video
+                .narrow(1, input.emit.end - 1, 1)?
+                .unsqueeze(0)?
+                .contiguous()?,
+        );
+        self.stats = stats;
+        Ok(out)
+    }
+}
+
+impl FrameProcessor for DiffusionProcessor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn process(
+        &mut self,
+        input: &WindowInput<'_>,
+        cancel: &CancelToken,
+    ) -> Result<Tensor, ProcessError> {
+        let result = self.run(input, cancel);
+        if result.is_err() {
+            // A failed or cancelled window leaves no conditioning state behind.
+            self.forget();
+        }
+        result
+    }
+
+    fn reset(&mut self) {
+        self.forget();
+    }
+}

@@ -1,0 +1,308 @@
+//! The diffusion processor (DESIGN §2) on a tiny random checkpoint written by the same function
+//! as `turbovsr make-test-model`: directly (evaluation counts per sampling pass) and inside the
+//! `turbovsr` element (frame count, size, timestamps, seeded determinism).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Once, OnceLock};
+
+use candle_core::{DType, Device, Tensor};
+use gst::prelude::*;
+use gstturbovsr::model::turbovsr::{write_test_model, Preset, TestModelOptions};
+use gstturbovsr::pipeline::{
+    CancelToken, DiffusionProcessor, FrameProcessor, ProcessorSettings, WindowInput,
+};
+
+static INIT: Once = Once::new();
+
+fn init() {
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstturbovsr::plugin_register_static().expect("register the turbovsr plugin");
+    });
+}
+
+/// The tiny checkpoint, written once per test binary (1.7 MB, under cargo's per-target scratch
+/// folder; the process id keeps concurrent runs apart).
+fn tiny_model() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("diffusion-tiny-model-{}", std::process::id()));
+        write_test_model(&dir, &TestModelOptions::new(Preset::Tiny)).unwrap();
+        dir
+    })
+}
+
+fn settings(steps: usize, seed: u64) -> ProcessorSettings {
+    ProcessorSettings {
+        steps,
+        seed,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn steps_are_transformer_evaluations_per_sampling_pass() {
+    let frames = Tensor::randn(0f32, 0.5, (3, 9, 64, 64), &Device::Cpu)
+        .unwrap()
+        .clamp(-1f32, 1f32)
+        .unwrap();
+    let cancel = CancelToken::default();
+    for steps in [1, 2, 4, 8] {
+        let mut p =
+            DiffusionProcessor::load(tiny_model(), &settings(steps, 0), &Device::Cpu).unwrap();
+        let first = WindowInput {
+            index: 0,
+            frames: &frames,
+            real_frames: 9,
+            emit: 0..9,
+            starts_stream: true,
+        };
+        let out = p.process(&first, &cancel).unwrap();
+        assert_eq!(out.dims(), &[3, 9, 64, 64]);
+        let v: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|x| x.is_finite() && x.abs() <= 1.0));
+        assert_eq!(
+            p.stats().first_frame_evaluations,
+            steps,
+            "first frame, {steps} steps"
+        );
+        assert_eq!(p.stats().video_evaluations, steps, "video, {steps} steps");
+        // A later window takes its first frame from the previous output: no image pass.
+        let next = WindowInput {
+            index: 1,
+            starts_stream: false,
+            emit: 1..9,
+            ..first
+        };
+        let out = p.process(&next, &cancel).unwrap();
+        assert_eq!(out.dims(), &[3, 8, 64, 64]);
+        assert_eq!(p.stats().first_frame_evaluations, 0);
+        assert_eq!(p.stats().video_evaluations, steps);
+    }
+    let e = format!(
+        "{:#}",
+        DiffusionProcessor::load(tiny_model(), &settings(3, 0), &Device::Cpu).unwrap_err()
+    );
+    assert!(e.contains("steps=3"), "{e}");
+}
+
+#[test]
+fn the_previous_output_frame_conditions_the_next_window() {
+    let frames = Tensor::randn(0f32, 0.5, (3, 9, 32, 32), &Device::Cpu)
+        .unwrap()
+        .clamp(-1f32, 1f32)
+        .unwrap();
+    let cancel = CancelToken::default();
+    let window = |starts_stream| WindowInput {
+        index: 1,
+        frames: &frames,
+        real_frames: 9,
+        emit: 1..9,
+        starts_stream,
+    };
+    let mut p = DiffusionProcessor::load(tiny_model(), &settings(1, 0), &Device::Cpu).unwrap();
+    let fresh = p.process(&window(true), &cancel).unwrap();
+    // After a different window, the same input conditions on another first frame.
+    let other = (frames.clone() * -1.0).unwrap();
+    p.process(
+        &WindowInput {
+            frames: &other,
+            ..window(true)
+        },
+        &cancel,
+    )
+    .unwrap();
+    let conditioned = p.process(&window(false), &cancel).unwrap();
+    let diff = (&fresh - &conditioned)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff > 0.0, "the conditioning frame changes the output");
+    // reset() forgets it: the same window is again a fresh start.
+    p.reset();
+    let again = p.process(&window(false), &cancel).unwrap();
+    assert_eq!(
+        again.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        fresh.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+}
+
+#[test]
+fn overlapping_latents_are_fused() {
+    let frames = Tensor::randn(0f32, 0.5, (3, 17, 32, 32), &Device::Cpu)
+        .unwrap()
+        .clamp(-1f32, 1f32)
+        .unwrap();
+    let cancel = CancelToken::default();
+    let mut p = DiffusionProcessor::load(tiny_model(), &settings(1, 0), &Device::Cpu).unwrap();
+    // Window 17 / overlap 9: window 0 emits frames 0..=8, its latent 2 (frames 9..=16) is
+    // window 1's latent 1.
+    let w0 = WindowInput {
+        index: 0,
+        frames: &frames,
+        real_frames: 17,
+        emit: 0..9,
+        starts_stream: true,
+    };
+    p.process(&w0, &cancel).unwrap();
+    assert_eq!(p.stats().fused_latents, 0);
+    let w1 = WindowInput {
+        index: 1,
+        emit: 1..9,
+        starts_stream: false,
+        ..w0
+    };
+    p.process(&w1, &cancel).unwrap();
+    assert_eq!(p.stats().fused_latents, 1);
+    // A new stream fuses nothing.
+    p.process(&w0, &cancel).unwrap();
+    assert_eq!(p.stats().fused_latents, 0);
+}
+
+#[test]
+fn any_output_size_and_reduced_precision_run() {
+    use gstturbovsr::pipeline::Precision;
+    // 40x50 is padded to the VAE's 64x64 grid and cropped back.
+    let frames = Tensor::randn(0f32, 0.5, (3, 9, 40, 50), &Device::Cpu)
+        .unwrap()
+        .clamp(-1f32, 1f32)
+        .unwrap();
+    for precision in [Precision::F32, Precision::Bf16] {
+        let s = ProcessorSettings {
+            precision,
+            ..settings(1, 0)
+        };
+        let mut p = DiffusionProcessor::load(tiny_model(), &s, &Device::Cpu).unwrap();
+        let input = WindowInput {
+            index: 0,
+            frames: &frames,
+            real_frames: 7,
+            emit: 0..7,
+            starts_stream: true,
+        };
+        let out = p.process(&input, &CancelToken::default()).unwrap();
+        assert_eq!(out.dims(), &[3, 7, 40, 50], "{precision:?}");
+        assert_eq!(out.dtype(), DType::F32);
+        let v: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{precision:?}");
+    }
+}
+
+/// Output frames of a `videotestsrc` pipeline through the element: (pts, bytes) each.
+fn run_pipeline(frames: u32, props: &str) -> Vec<(gst::ClockTime, Vec<u8>)> {
+    init();
+    let desc = format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! \
+         video/x-raw,format=RGB,width=64,height=64,framerate=25/1 ! \
+         turbovsr model={} scale=4 device=cpu {props} ! appsink name=sink sync=false",
+        tiny_model().display()
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut out = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let caps = sample.caps().unwrap();
+        let s = caps.structure(0).unwrap();
+        assert_eq!(s.get::<i32>("width").unwrap(), 256);
+        assert_eq!(s.get::<i32>("height").unwrap(), 256);
+        let buffer = sample.buffer().unwrap();
+        let map = buffer.map_readable().unwrap();
+        out.push((buffer.pts().unwrap(), map.as_slice().to_vec()));
+    }
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(5),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS or an error");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("pipeline error: {} ({:?})", e.error(), e.debug());
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    out
+}
+
+fn assert_frames(out: &[(gst::ClockTime, Vec<u8>)], n: usize) {
+    assert_eq!(out.len(), n, "output frame count");
+    for (i, (pts, data)) in out.iter().enumerate() {
+        assert_eq!(
+            *pts,
+            gst::ClockTime::from_mseconds(40 * i as u64),
+            "pts of frame {i}"
+        );
+        assert_eq!(data.len(), 256 * 256 * 3, "size of frame {i}");
+    }
+}
+
+#[test]
+fn pipeline_outputs_every_frame_at_4x_with_input_timestamps_and_is_seeded() {
+    // window 17 / overlap 9: windows at 0 and 8, then the tail (conditioned windows).
+    let a = run_pipeline(20, "window=17 overlap=9 steps=2 seed=7");
+    assert_frames(&a, 20);
+    let b = run_pipeline(20, "window=17 overlap=9 steps=2 seed=7");
+    assert!(a == b, "same input and seed give byte-identical output");
+    let c = run_pipeline(20, "window=17 overlap=9 steps=2 seed=8");
+    assert_frames(&c, 20);
+    assert!(a != c, "another seed gives another output");
+    // `steps` reaches the processor.
+    let d = run_pipeline(20, "window=17 overlap=9 steps=1 seed=7");
+    assert!(a != d, "another step count gives another output");
+}
+
+#[test]
+fn pipeline_with_window_9_and_the_default_window() {
+    let out = run_pipeline(11, "window=9 overlap=1 steps=1");
+    assert_frames(&out, 11);
+    // The default 49 / 9 windows: two full windows and a tail (issue 5: 100 frames).
+    let out = run_pipeline(100, "steps=1");
+    assert_frames(&out, 100);
+}
+
+#[test]
+fn a_flow_matching_checkpoint_runs_and_bad_folders_are_named() {
+    let dir = std::env::temp_dir().join(format!("turbovsr-diffusion-fm-{}", std::process::id()));
+    let options = TestModelOptions {
+        step_embedder: false,
+        ..TestModelOptions::new(Preset::Tiny)
+    };
+    write_test_model(&dir, &options).unwrap();
+    let mut p = DiffusionProcessor::load(&dir, &settings(2, 0), &Device::Cpu).unwrap();
+    let frames = Tensor::zeros((3, 1, 32, 32), DType::F32, &Device::Cpu).unwrap();
+    let input = WindowInput {
+        index: 0,
+        frames: &frames,
+        real_frames: 1,
+        emit: 0..1,
+        starts_stream: true,
+    };
+    // A one-frame stream is image SR.
+    let out = p.process(&input, &CancelToken::default()).unwrap();
+    assert_eq!(out.dims(), &[3, 1, 32, 32]);
+    assert_eq!(p.stats().first_frame_evaluations, 2);
+    assert_eq!(p.stats().video_evaluations, 0);
+
+    std::fs::remove_file(dir.join("transformer/diffusion_pytorch_model.safetensors")).unwrap();
+    let e = format!(
+        "{:#}",
+        gstturbovsr::pipeline::load_processor(dir.to_str().unwrap(), &settings(4, 0))
+            .err()
+            .unwrap()
+    );
+    assert!(e.contains(dir.to_str().unwrap()), "{e}");
+    assert!(e.contains("diffusion_pytorch_model.safetensors"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
