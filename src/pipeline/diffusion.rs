@@ -150,10 +150,13 @@ impl DiffusionProcessor {
         };
         let mut vae = AutoencoderKlLtxVideo::load(&model.join("vae"), device, vae_dtype)
             .with_context(|| format!("loading the VAE of {}", model.display()))?;
-        // Memory bounded by the tile size, not the frame size (DESIGN §5).
+        // Memory bounded by the tile size, not the frame size (DESIGN §5). Time is not tiled: a
+        // window is already a bounded clip, and the reference's temporal tiled decode (mirrored
+        // for parity in vae/tiling.rs) blends its tiles one frame out of step, so from 33 frames
+        // on later frames would lag their timestamps by one.
         vae.set_tiling(VaeTiling {
             spatial: true,
-            temporal: true,
+            temporal: false,
             ..VaeTiling::default()
         })?;
         let vae_cfg = vae.config().clone();
