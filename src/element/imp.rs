@@ -1032,6 +1032,16 @@ impl TurboVsr {
         frame * window + gst::ClockTime::from_nseconds((processing_ms * 1e6) as u64)
     }
 
+    /// Posts a `progress` message about model loading.
+    fn post_load_progress(&self, ty: gst::ProgressType, text: &str) {
+        let obj = self.obj();
+        let _ = obj.post_message(
+            gst::message::Progress::builder(ty, "load-model", text)
+                .src(&*obj)
+                .build(),
+        );
+    }
+
     /// Loads the model and starts the worker (READY->PAUSED).
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().clone();
@@ -1039,28 +1049,17 @@ impl TurboVsr {
             gst::error_msg!(gst::LibraryError::Settings, ["Invalid settings: {}", msg])
         })?;
         let model = settings.model.clone().unwrap_or_default();
-        let obj = self.obj();
-        let _ = obj.post_message(
-            gst::message::Progress::builder(
-                gst::ProgressType::Start,
-                "load-model",
-                &format!("Loading model '{model}'"),
-            )
-            .src(&*obj)
-            .build(),
+        self.post_load_progress(
+            gst::ProgressType::Start,
+            &format!("Loading model '{model}'"),
         );
         let loaded = load_processor(&model, &settings.processor_settings());
         let (processor, device) = match loaded {
             Ok(p) => p,
             Err(err) => {
-                let _ = obj.post_message(
-                    gst::message::Progress::builder(
-                        gst::ProgressType::Error,
-                        "load-model",
-                        &format!("Failed to load model '{model}'"),
-                    )
-                    .src(&*obj)
-                    .build(),
+                self.post_load_progress(
+                    gst::ProgressType::Error,
+                    &format!("Failed to load model '{model}'"),
                 );
                 return Err(gst::error_msg!(
                     gst::LibraryError::Init,
@@ -1069,14 +1068,9 @@ impl TurboVsr {
             }
         };
         gst::info!(CAT, imp = self, "loaded model '{model}' on {device:?}");
-        let _ = obj.post_message(
-            gst::message::Progress::builder(
-                gst::ProgressType::Complete,
-                "load-model",
-                &format!("Loaded model '{model}'"),
-            )
-            .src(&*obj)
-            .build(),
+        self.post_load_progress(
+            gst::ProgressType::Complete,
+            &format!("Loaded model '{model}'"),
         );
         let engine = UpscaleEngine::new(
             processor,
