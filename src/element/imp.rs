@@ -40,7 +40,7 @@ const DEFAULT_STEPS: u32 = 4;
 const DEFAULT_WINDOW: u32 = crate::pipeline::window::DEFAULT_WINDOW as u32;
 const DEFAULT_OVERLAP: u32 = crate::pipeline::window::DEFAULT_OVERLAP as u32;
 const DEFAULT_TILE_SIZE: u32 = 0;
-const DEFAULT_TILE_OVERLAP: u32 = 8;
+const DEFAULT_TILE_OVERLAP: u32 = crate::pipeline::load::DEFAULT_TILE_OVERLAP as u32;
 const DEFAULT_DEVICE: DeviceKind = DeviceKind::Auto;
 const DEFAULT_DEVICE_ID: u32 = 0;
 const DEFAULT_PRECISION: PrecisionKind = PrecisionKind::Auto;
@@ -128,6 +128,8 @@ impl Settings {
             steps: self.steps as usize,
             seed: self.seed,
             prompt_embeds: self.prompt_embeds.as_ref().map(std::path::PathBuf::from),
+            tile_size: self.tile_size as usize,
+            tile_overlap: self.tile_overlap as usize,
         }
     }
 }

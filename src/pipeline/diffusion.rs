@@ -20,7 +20,8 @@ use super::resize::{crop_hw, pad_to_multiple};
 use crate::model::turbovsr::denoiser::{pack_latents, unpack_latents};
 use crate::model::turbovsr::{ConditionedDenoiser, TurboVsrConfig, TurboVsrDenoiser};
 use crate::model::vae::{AutoencoderKlLtxVideo, VaeTiling};
-use crate::sample::{plan, sample, FixedNoise};
+use crate::sample::tiles::{blend_tiles, plan_tiles, Tile};
+use crate::sample::{plan, sample, FixedNoise, VelocityModel};
 
 /// The optional prompt embedding file of a checkpoint folder (DESIGN §3.3).
 pub const PROMPT_EMBEDS_FILE: &str = "prompt_embeds.safetensors";
@@ -30,8 +31,10 @@ pub const PROMPT_EMBEDS_FILE: &str = "prompt_embeds.safetensors";
 pub struct WindowStats {
     /// Transformer evaluations of the first-frame image pass (0 when the window had none).
     pub first_frame_evaluations: usize,
-    /// Transformer evaluations of the video pass.
+    /// Transformer evaluations of the video pass (per spatial tile).
     pub video_evaluations: usize,
+    /// Spatial tiles the video pass was denoised in (1: untiled).
+    pub tiles: usize,
     /// Wall time of VAE encoding (the window and, for later windows, the conditioning frame).
     pub encode: Duration,
     pub first_frame: Duration,
@@ -51,6 +54,9 @@ pub struct DiffusionProcessor {
     prompt: Tensor,
     prompt_mask: Tensor,
     steps: usize,
+    /// Spatial denoising tile (height, width) and overlap, in latents (DESIGN §5).
+    tile: (usize, usize),
+    tile_overlap: usize,
     noise: FixedNoise,
     vae_dtype: DType,
     device: Device,
@@ -200,6 +206,18 @@ impl DiffusionProcessor {
                 Tensor::ones((1, 1), DType::F32, device)?,
             ),
         };
+        let tile = match settings.tile_size {
+            0 => (config.tile[1], config.tile[2]),
+            t => (t, t),
+        };
+        if settings.tile_overlap >= tile.0.min(tile.1) {
+            bail!(
+                "tile-overlap={} must be smaller than the tile ({}x{} latents)",
+                settings.tile_overlap,
+                tile.0,
+                tile.1
+            );
+        }
         Ok(Self {
             name: model.display().to_string(),
             config,
@@ -208,6 +226,8 @@ impl DiffusionProcessor {
             prompt,
             prompt_mask,
             steps: settings.steps,
+            tile,
+            tile_overlap: settings.tile_overlap,
             noise: FixedNoise::new(settings.seed),
             vae_dtype,
             device: device.clone(),
@@ -238,7 +258,11 @@ impl DiffusionProcessor {
     /// Denoises the latent `(1, C, t, h, w)` from the fixed noise, conditioned on `cond`
     /// (same shape); with `first`, latent 0 is held clean at `first` (1, C, 1, h, w).
     /// Returns the latent and the number of transformer evaluations.
-    fn denoise(&self, cond: &Tensor, first: Option<&Tensor>) -> anyhow::Result<(Tensor, usize)> {
+    fn denoise(
+        &self,
+        cond: &Tensor,
+        first: Option<&Tensor>,
+    ) -> anyhow::Result<(Tensor, usize, usize)> {
         let (_, c, t, h, w) = cond.dims5()?;
         let tc = &self.denoiser.config();
         let (p, pt) = (tc.patch_size, tc.patch_size_t);
@@ -272,9 +296,39 @@ impl DiffusionProcessor {
             ],
             evaluations: 0,
         };
-        let x = sample(&mut model, &x, &clean, &steps)?;
-        let evaluations = model.evaluations;
-        Ok((unpack_latents(&x, (t, h, w), p, pt)?, evaluations))
+        // Tiles are whole patches so that tile tokens are a sub-grid of the window's tokens.
+        let tile = ((self.tile.0 / p).max(1) * p, (self.tile.1 / p).max(1) * p);
+        let tiles: Vec<Tile> = plan_tiles(
+            h / p,
+            w / p,
+            (tile.0 / p, tile.1 / p),
+            self.tile_overlap / p,
+        )
+        .into_iter()
+        .map(|t| Tile {
+            y: t.y * p,
+            x: t.x * p,
+            height: t.height * p,
+            width: t.width * p,
+        })
+        .collect();
+        let n_tiles = tiles.len();
+        let x = if n_tiles == 1 {
+            sample(&mut model, &x, &clean, &steps)?
+        } else {
+            let mut tiled = TiledVelocity {
+                inner: model,
+                cond: cond.clone(),
+                grid: (t, h, w),
+                patch: (p, pt),
+                tiles,
+            };
+            let x = sample(&mut tiled, &x, &clean, &steps)?;
+            model = tiled.inner;
+            x
+        };
+        let evaluations = model.evaluations / n_tiles;
+        Ok((unpack_latents(&x, (t, h, w), p, pt)?, evaluations, n_tiles))
     }
 
     fn run(
@@ -314,7 +368,7 @@ impl DiffusionProcessor {
             Some(z) => z,
             None => {
                 // Image SR of the first frame: a one-latent clip (paper §3.3).
-                let (z, evals) = self.denoise(&cond.narrow(2, 0, 1)?, None)?;
+                let (z, evals, _) = self.denoise(&cond.narrow(2, 0, 1)?, None)?;
                 stats.first_frame_evaluations = evals;
                 z
             }
@@ -328,8 +382,9 @@ impl DiffusionProcessor {
             // A one-frame clip is image SR: the first-frame latent is the result.
             z_first
         } else {
-            let (z, evals) = self.denoise(&cond, Some(&z_first))?;
+            let (z, evals, tiles) = self.denoise(&cond, Some(&z_first))?;
             stats.video_evaluations = evals;
+            stats.tiles = tiles;
             z
         };
         // Fusion (DESIGN §5): latents 1..=j, which the previous window also denoised, are the
@@ -411,5 +466,63 @@ impl FrameProcessor for DiffusionProcessor {
 
     fn reset(&mut self) {
         self.forget();
+    }
+}
+
+/// MultiDiffusion over spatial tiles (paper §3.5, DESIGN §5): each step, every tile of the
+/// training size is denoised on its own (its own condition, timesteps and token grid), and the
+/// tiles' velocities are averaged with Gaussian weights. The Euler update is linear in the
+/// velocity, so this is the same as averaging the tiles' denoised latents before the next step.
+/// The noise is indexed by global latent position, so overlapping tiles start from the same
+/// noise.
+struct TiledVelocity<'a> {
+    inner: ConditionedDenoiser<'a>,
+    /// The window's condition latent (1, C, t, h, w).
+    cond: Tensor,
+    grid: (usize, usize, usize),
+    patch: (usize, usize),
+    tiles: Vec<Tile>,
+}
+
+impl VelocityModel for TiledVelocity<'_> {
+    fn velocity(
+        &mut self,
+        x: &Tensor,
+        timestep: &Tensor,
+        step_size: f64,
+    ) -> candle_core::Result<Tensor> {
+        let (t, h, w) = self.grid;
+        let (p, pt) = self.patch;
+        let z = unpack_latents(x, (t, h, w), p, pt)?;
+        // (1, N) -> (1, frames, rows, columns) of tokens, in the packed (frame-major) order.
+        let ts = timestep.reshape((1, t / pt, h / p, w / p))?;
+        let full_shape = self.inner.video_shape;
+        let mut velocities = Vec::with_capacity(self.tiles.len());
+        for tile in &self.tiles {
+            let cut = |z: &Tensor| -> candle_core::Result<Tensor> {
+                z.narrow(3, tile.y, tile.height)?
+                    .narrow(4, tile.x, tile.width)
+            };
+            let cond_tokens = pack_latents(&cut(&self.cond)?, p, pt)?;
+            let x_tokens = pack_latents(&cut(&z)?, p, pt)?;
+            let ts_tile = ts
+                .narrow(2, tile.y / p, tile.height / p)?
+                .narrow(3, tile.x / p, tile.width / p)?
+                .flatten_from(1)?;
+            let mut model = ConditionedDenoiser {
+                cond: &cond_tokens,
+                video_shape: (t / pt, tile.height / p, tile.width / p),
+                evaluations: 0,
+                ..self.inner
+            };
+            let v = model.velocity(&x_tokens, &ts_tile, step_size)?;
+            self.inner.evaluations += model.evaluations;
+            velocities.push((
+                *tile,
+                unpack_latents(&v, (t, tile.height, tile.width), p, pt)?,
+            ));
+        }
+        self.inner.video_shape = full_shape;
+        pack_latents(&blend_tiles(&velocities, h, w)?, p, pt)
     }
 }

@@ -41,10 +41,16 @@ pub struct ProcessorSettings {
     pub seed: u64,
     /// Prompt embeddings to use instead of the checkpoint's `prompt_embeds.safetensors`.
     pub prompt_embeds: Option<PathBuf>,
+    /// Spatial denoising tile in latents (0: the checkpoint's training tile, DESIGN §5).
+    pub tile_size: usize,
+    /// Overlap between spatial tiles in latents.
+    pub tile_overlap: usize,
 }
 
 /// Default sampler steps (DESIGN §4).
 pub const DEFAULT_STEPS: usize = 4;
+/// Default overlap of spatial tiles in latents (DESIGN §5).
+pub const DEFAULT_TILE_OVERLAP: usize = 8;
 
 impl Default for ProcessorSettings {
     fn default() -> Self {
@@ -55,6 +61,8 @@ impl Default for ProcessorSettings {
             steps: DEFAULT_STEPS,
             seed: 0,
             prompt_embeds: None,
+            tile_size: 0,
+            tile_overlap: DEFAULT_TILE_OVERLAP,
         }
     }
 }
