@@ -496,7 +496,6 @@ impl VelocityModel for TiledVelocity<'_> {
         let z = unpack_latents(x, (t, h, w), p, pt)?;
         // (1, N) -> (1, frames, rows, columns) of tokens, in the packed (frame-major) order.
         let ts = timestep.reshape((1, t / pt, h / p, w / p))?;
-        let full_shape = self.inner.video_shape;
         let mut velocities = Vec::with_capacity(self.tiles.len());
         for tile in &self.tiles {
             let cut = |z: &Tensor| -> candle_core::Result<Tensor> {
@@ -522,7 +521,6 @@ impl VelocityModel for TiledVelocity<'_> {
                 unpack_latents(&v, (t, tile.height, tile.width), p, pt)?,
             ));
         }
-        self.inner.video_shape = full_shape;
         pack_latents(&blend_tiles(&velocities, h, w)?, p, pt)
     }
 }
