@@ -202,6 +202,26 @@ struct Shared {
     cond: Condvar,
 }
 
+impl Shared {
+    /// Starts or ends flushing. Starting unblocks a waiting streaming thread and cancels the
+    /// running window (FLUSH_START, PAUSED->READY, shutdown); ending drops the queued window and
+    /// the finished ones, whose results belong to the flushed stream (FLUSH_STOP).
+    fn set_flushing(&self, flushing: bool) {
+        let mut q = self.queue.lock();
+        q.flushing = flushing;
+        if flushing {
+            if let Some(c) = &q.running_cancel {
+                c.cancel();
+            }
+        } else {
+            q.job = None;
+            q.results.clear();
+            q.generation += 1;
+        }
+        self.cond.notify_all();
+    }
+}
+
 struct Worker {
     shared: Arc<Shared>,
     handle: Option<JoinHandle<()>>,
@@ -220,32 +240,9 @@ impl Worker {
         })
     }
 
-    /// Unblocks waiters and cancels the running window.
-    fn set_flushing(&self, flushing: bool) {
-        let mut q = self.shared.queue.lock();
-        q.flushing = flushing;
-        if flushing {
-            if let Some(c) = &q.running_cancel {
-                c.cancel();
-            }
-        } else {
-            q.job = None;
-            q.results.clear();
-            q.generation += 1;
-        }
-        self.shared.cond.notify_all();
-    }
-
     fn stop(&mut self) {
-        {
-            let mut q = self.shared.queue.lock();
-            q.shutdown = true;
-            q.flushing = true;
-            if let Some(c) = &q.running_cancel {
-                c.cancel();
-            }
-            self.shared.cond.notify_all();
-        }
+        self.shared.queue.lock().shutdown = true;
+        self.shared.set_flushing(true);
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
@@ -765,19 +762,12 @@ impl TurboVsr {
         gst::log!(CAT, obj = pad, "handling event {:?}", event.type_());
         match event.view() {
             EventView::FlushStart(_) => {
-                if let Some(shared) = self.shared() {
-                    let mut q = shared.queue.lock();
-                    q.flushing = true;
-                    if let Some(c) = &q.running_cancel {
-                        c.cancel();
-                    }
-                    shared.cond.notify_all();
-                }
+                self.unblock();
                 self.srcpad.push_event(event)
             }
             EventView::FlushStop(_) => {
-                if let Some(worker) = self.worker.lock().as_ref() {
-                    worker.set_flushing(false);
+                if let Some(shared) = self.shared() {
+                    shared.set_flushing(false);
                 }
                 if let Some(state) = self.state.lock().as_mut() {
                     state.reset_stream();
@@ -1093,15 +1083,11 @@ impl TurboVsr {
         Ok(())
     }
 
-    /// Unblocks the streaming thread before the pads deactivate (PAUSED->READY).
+    /// Unblocks the streaming thread and cancels the running window (FLUSH_START, and before
+    /// the pads deactivate at PAUSED->READY).
     fn unblock(&self) {
         if let Some(shared) = self.shared() {
-            let mut q = shared.queue.lock();
-            q.flushing = true;
-            if let Some(c) = &q.running_cancel {
-                c.cancel();
-            }
-            shared.cond.notify_all();
+            shared.set_flushing(true);
         }
     }
 
