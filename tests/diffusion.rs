@@ -372,3 +372,121 @@ fn spatial_tiles_denoise_large_latents_and_one_tile_is_exact() {
     );
     assert!(err.contains("tile-overlap=2"), "{err}");
 }
+
+/// Smooth moving content, (3, frames, height, width) planes in [-1, 1]: low-frequency waves
+/// drifting with time.
+fn smooth_frame(f: usize, height: usize, width: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(3 * height * width);
+    for c in 0..3 {
+        for y in 0..height {
+            for x in 0..width {
+                let (fx, fy, ft) = (x as f32 / 37.0, y as f32 / 29.0, f as f32 * 0.15);
+                v.push(0.6 * (fx + ft + c as f32 * 1.7).sin() * (fy - 0.5 * ft).cos());
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn window_borders_step_like_latent_borders_inside_windows() {
+    use gstturbovsr::pipeline::{OutputSize, RgbFrame, Upscaler, WindowConfig};
+    // Window 25 / overlap 9 over 49 frames: windows start at frames 0, 16, 32 and hand over
+    // between frames 16 | 17 and 32 | 33. Those are latent borders (frames 1 + 8k); the latent
+    // borders inside windows, 8 | 9, 24 | 25 and 40 | 41, are the same kind of step without a
+    // window change. With random weights the decoded frames are texture, so this bounds gross
+    // errors at the hand-over (a repeated, dropped, lagging or unfused frame shows as a step far
+    // from the inside one); the tile-seam measure itself is tested on latents in sample::tiles.
+    let (n, h, w) = (49, 64, 64);
+    let mut up = Upscaler::load(
+        tiny_model().to_str().unwrap(),
+        &settings(1, 0),
+        WindowConfig::new(25, 9).unwrap(),
+        OutputSize::Scale(1),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for f in 0..n {
+        out.extend(
+            up.push(RgbFrame::new(w, h, smooth_frame(f, h, w), None))
+                .unwrap(),
+        );
+    }
+    out.extend(up.finish().unwrap());
+    assert_eq!(out.len(), n);
+    let step = |frames: &[usize]| -> f64 {
+        frames
+            .iter()
+            .map(|&f| {
+                out[f]
+                    .rgb
+                    .iter()
+                    .zip(&out[f - 1].rgb)
+                    .map(|(a, b)| (a - b).abs() as f64)
+                    .sum::<f64>()
+                    / (3 * h * w) as f64
+            })
+            .sum::<f64>()
+            / frames.len() as f64
+    };
+    let (across, inside) = (step(&[17, 33]), step(&[9, 25, 41]));
+    assert!(
+        across > 0.8 * inside && across < 1.25 * inside,
+        "frame step across window borders {across:.4}, across latent borders inside windows {inside:.4}"
+    );
+}
+
+#[test]
+fn host_frames_and_device_latents_stay_bounded_and_are_reported() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    init();
+    // Window 17 / overlap 9: at most the running window and the next one's 8 new frames are
+    // held on the host (2 x 17 - 9 = 25), and the model keeps the one overlapping latent.
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=60 ! video/x-raw,format=RGB,width=32,height=32 ! \
+         turbovsr name=sr model={} scale=2 steps=1 window=17 overlap=9 device=cpu ! \
+         fakesink sync=false",
+        tiny_model().display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sr = pipeline.by_name("sr").unwrap();
+    let (max_frames, max_latents, outputs) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    for pad in ["sink", "src"] {
+        let (frames, latents, outputs) = (max_frames.clone(), max_latents.clone(), outputs.clone());
+        let element = sr.clone();
+        sr.static_pad(pad)
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |p, _| {
+                frames.fetch_max(element.property::<u64>("frames-held"), Ordering::SeqCst);
+                latents.fetch_max(element.property::<u64>("latents-held"), Ordering::SeqCst);
+                if p.name() == "src" {
+                    outputs.fetch_add(1, Ordering::SeqCst);
+                }
+                gst::PadProbeReturn::Ok
+            });
+    }
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS or an error");
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    assert_eq!(outputs.load(Ordering::SeqCst), 60);
+    let frames = max_frames.load(Ordering::SeqCst);
+    assert!((17..=25).contains(&frames), "frames held at most {frames}");
+    assert_eq!(max_latents.load(Ordering::SeqCst), 1);
+    // Everything is released once the stream is through.
+    assert_eq!(sr.property::<u64>("frames-held"), 0);
+    pipeline.set_state(gst::State::Null).unwrap();
+}

@@ -3,12 +3,13 @@
 //!
 //! Threads: the sink pad's streaming thread converts each buffer to float RGB and feeds the
 //! window scheduler; full windows go to one worker thread through a one-slot queue (the chain
-//! blocks while a window is queued and another is running: back-pressure, never unbounded
-//! buffering). Finished windows come back through the same queue and are pushed downstream from
+//! blocks from queuing a window until the worker takes it: back-pressure, never unbounded
+//! buffering, and at most one running window plus the next one's new frames on the host). Finished windows come back through the same queue and are pushed downstream from
 //! the streaming thread, so buffers and serialized events keep their order. FLUSH_START and
 //! PAUSED->READY unblock a waiting chain and cancel the running window.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -21,9 +22,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{ColorFix, DeviceKind, PrecisionKind};
 use crate::pipeline::{
-    frame_to_rgb, load_processor, rgb_to_frame, CancelToken, DeviceChoice, FrameLayout, OutputSize,
-    PixelFormat, Precision, ProcessError, ProcessorSettings, RgbFrame, UpscaleEngine, Window,
-    WindowConfig, WindowScheduler, YuvMatrix,
+    frame_to_rgb, load_processor, rgb_to_frame, CancelToken, DeviceChoice, FrameLayout, HeldState,
+    OutputSize, PixelFormat, Precision, ProcessError, ProcessorSettings, RgbFrame, UpscaleEngine,
+    Window, WindowConfig, WindowScheduler, YuvMatrix,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -141,6 +142,26 @@ struct Stats {
     window_ms: f64,
     /// Longest window so far: the processing part of the reported latency.
     max_window_ms: f64,
+    /// What the model kept on its device after the last window.
+    held: HeldState,
+}
+
+/// Counts the input frames alive on the host (`frames-held`): each [`InFrame`] holds one count
+/// from its conversion until the last window that uses it is done with it.
+#[derive(Debug)]
+struct HeldFrame(Arc<AtomicU64>);
+
+impl HeldFrame {
+    fn new(counter: &Arc<AtomicU64>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for HeldFrame {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Timing and identity of one input frame, restored on its output frame.
@@ -156,6 +177,7 @@ struct FrameMeta {
 struct InFrame {
     rgb: RgbFrame,
     meta: FrameMeta,
+    _held: HeldFrame,
 }
 
 /// A frame shared by the windows that overlap on it.
@@ -180,6 +202,8 @@ struct JobResult {
     window: u64,
     buffers: Result<Vec<gst::Buffer>, String>,
     elapsed_ms: f64,
+    /// What the model keeps on its device after this window.
+    held: HeldState,
 }
 
 /// The one-slot queue between the streaming thread and the worker.
@@ -291,15 +315,21 @@ fn worker_loop(mut engine: UpscaleEngine, shared: &Shared) {
             Err(ProcessError::Model(e)) => Some(Err(format!("{e:#}"))),
         };
         let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+        let held = engine.held();
+        // The window's input frames are released here, before the result is announced, so
+        // `frames-held` never counts a finished window.
+        let (index, generation) = (job.window.index, job.generation);
+        drop(job);
         let mut q = shared.queue.lock();
         q.busy = false;
         q.running_cancel = None;
         if let Some(buffers) = buffers {
-            if job.generation == q.generation && !q.flushing {
+            if generation == q.generation && !q.flushing {
                 q.results.push_back(JobResult {
-                    window: job.window.index,
+                    window: index,
                     buffers,
                     elapsed_ms,
+                    held,
                 });
             }
         }
@@ -423,6 +453,8 @@ pub struct TurboVsr {
     /// The worker's queue, reachable without the worker lock (FLUSH_START, state changes).
     shared: Mutex<Option<Arc<Shared>>>,
     stats: Mutex<Stats>,
+    /// Input frames alive on the host (`frames-held`).
+    frames_held: Arc<AtomicU64>,
     /// Windows of the current configuration, for the LATENCY query.
     windows: Mutex<WindowConfig>,
 }
@@ -539,6 +571,7 @@ impl TurboVsr {
                     offset: buffer.offset(),
                     offset_end: buffer.offset_end(),
                 },
+                _held: HeldFrame::new(&self.frames_held),
             }));
             state.frames_in += 1;
             state
@@ -569,7 +602,9 @@ impl TurboVsr {
         })
     }
 
-    /// Queues a window for the worker, waiting while the slot is taken.
+    /// Queues a window for the worker and waits until the worker takes it. The streaming thread
+    /// gathers the next window's frames only while this one runs, so the host holds at most the
+    /// running window and the next one's new frames (DESIGN §5: two windows at most).
     fn submit(&self, job: Job) -> Result<(), gst::FlowError> {
         let shared = self.shared().ok_or(gst::FlowError::Flushing)?;
         let mut q = shared.queue.lock();
@@ -592,6 +627,12 @@ impl TurboVsr {
             ..job
         });
         shared.cond.notify_all();
+        while q.job.is_some() && !q.flushing {
+            shared.cond.wait(&mut q);
+        }
+        if q.flushing {
+            return Err(gst::FlowError::Flushing);
+        }
         Ok(())
     }
 
@@ -652,6 +693,18 @@ impl TurboVsr {
                     let mut stats = self.stats.lock();
                     stats.frames_processed += n;
                     stats.window_ms = result.elapsed_ms;
+                    stats.held = result.held;
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "window {} done in {:.1} ms: {} input frames held on the host, the model \
+                         keeps {} latent frames and {} conditioning frames on its device",
+                        result.window,
+                        result.elapsed_ms,
+                        self.frames_held.load(Ordering::Relaxed),
+                        result.held.latent_frames,
+                        result.held.frames
+                    );
                     // Re-announce latency when processing takes noticeably longer than the
                     // latency reported so far.
                     let grew = result.elapsed_ms > stats.max_window_ms * 1.1 + 1.0;
@@ -1157,6 +1210,7 @@ impl ObjectSubclass for TurboVsr {
             worker: Mutex::new(None),
             shared: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
+            frames_held: Arc::new(AtomicU64::new(0)),
             windows: Mutex::new(WindowConfig::default()),
         }
     }
@@ -1268,6 +1322,22 @@ impl ObjectImpl for TurboVsr {
                     .minimum(0.0)
                     .read_only()
                     .build(),
+                glib::ParamSpecUInt64::builder("frames-held")
+                    .nick("Frames held")
+                    .blurb(
+                        "Input frames held on the host now: gathered for the next window, queued \
+                         or being processed (at most 2 x window - overlap)",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("latents-held")
+                    .nick("Latents held")
+                    .blurb(
+                        "Latent frames the model keeps on its device between windows, to fuse \
+                         with the next window's overlap",
+                    )
+                    .read_only()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -1312,6 +1382,8 @@ impl ObjectImpl for TurboVsr {
             "color-fix" => s.color_fix.to_value(),
             "frames-processed" => self.stats.lock().frames_processed.to_value(),
             "window-ms" => self.stats.lock().window_ms.to_value(),
+            "frames-held" => self.frames_held.load(Ordering::Relaxed).to_value(),
+            "latents-held" => (self.stats.lock().held.latent_frames as u64).to_value(),
             other => unreachable!("no property {other}"),
         }
     }

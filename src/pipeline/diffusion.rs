@@ -15,12 +15,12 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 
 use super::load::{Precision, ProcessorSettings};
-use super::processor::{CancelToken, FrameProcessor, ProcessError, WindowInput};
+use super::processor::{CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput};
 use super::resize::{crop_hw, pad_to_multiple};
 use crate::model::turbovsr::denoiser::{pack_latents, unpack_latents};
 use crate::model::turbovsr::{ConditionedDenoiser, TurboVsrConfig, TurboVsrDenoiser};
 use crate::model::vae::{AutoencoderKlLtxVideo, VaeTiling};
-use crate::sample::tiles::{blend_tiles, plan_tiles, Tile};
+use crate::sample::tiles::{plan_tiles, Tile, TileVelocity, TiledVelocity};
 use crate::sample::{plan, sample, FixedNoise, VelocityModel};
 
 /// The optional prompt embedding file of a checkpoint folder (DESIGN §3.3).
@@ -317,14 +317,17 @@ impl DiffusionProcessor {
             sample(&mut model, &x, &clean, &steps)?
         } else {
             let mut tiled = TiledVelocity {
-                inner: model,
-                cond: cond.clone(),
+                model: TileDenoiser {
+                    inner: model,
+                    cond: cond.clone(),
+                    patch: (p, pt),
+                },
                 grid: (t, h, w),
                 patch: (p, pt),
                 tiles,
             };
             let x = sample(&mut tiled, &x, &clean, &steps)?;
-            model = tiled.inner;
+            model = tiled.model.inner;
             x
         };
         let evaluations = model.evaluations / n_tiles;
@@ -467,60 +470,50 @@ impl FrameProcessor for DiffusionProcessor {
     fn reset(&mut self) {
         self.forget();
     }
+
+    fn held(&self) -> HeldState {
+        HeldState {
+            latent_frames: self
+                .overlap_latents
+                .as_ref()
+                .map_or(0, |z| z.dims().get(2).copied().unwrap_or(0)),
+            frames: usize::from(self.last_frame.is_some()),
+        }
+    }
 }
 
-/// MultiDiffusion over spatial tiles (paper §3.5, DESIGN §5): each step, every tile of the
-/// training size is denoised on its own (its own condition, timesteps and token grid), and the
-/// tiles' velocities are averaged with Gaussian weights. The Euler update is linear in the
-/// velocity, so this is the same as averaging the tiles' denoised latents before the next step.
-/// The noise is indexed by global latent position, so overlapping tiles start from the same
-/// noise.
-struct TiledVelocity<'a> {
+/// The denoiser as a [`TileVelocity`]: each tile gets its own cut of the window's condition
+/// latent and its own token grid (RoPE positions restart at the tile's corner, as in training on
+/// tiles).
+struct TileDenoiser<'a> {
     inner: ConditionedDenoiser<'a>,
     /// The window's condition latent (1, C, t, h, w).
     cond: Tensor,
-    grid: (usize, usize, usize),
     patch: (usize, usize),
-    tiles: Vec<Tile>,
 }
 
-impl VelocityModel for TiledVelocity<'_> {
-    fn velocity(
+impl TileVelocity for TileDenoiser<'_> {
+    fn tile_velocity(
         &mut self,
+        tile: &Tile,
         x: &Tensor,
         timestep: &Tensor,
         step_size: f64,
     ) -> candle_core::Result<Tensor> {
-        let (t, h, w) = self.grid;
         let (p, pt) = self.patch;
-        let z = unpack_latents(x, (t, h, w), p, pt)?;
-        // (1, N) -> (1, frames, rows, columns) of tokens, in the packed (frame-major) order.
-        let ts = timestep.reshape((1, t / pt, h / p, w / p))?;
-        let mut velocities = Vec::with_capacity(self.tiles.len());
-        for tile in &self.tiles {
-            let cut = |z: &Tensor| -> candle_core::Result<Tensor> {
-                z.narrow(3, tile.y, tile.height)?
-                    .narrow(4, tile.x, tile.width)
-            };
-            let cond_tokens = pack_latents(&cut(&self.cond)?, p, pt)?;
-            let x_tokens = pack_latents(&cut(&z)?, p, pt)?;
-            let ts_tile = ts
-                .narrow(2, tile.y / p, tile.height / p)?
-                .narrow(3, tile.x / p, tile.width / p)?
-                .flatten_from(1)?;
-            let mut model = ConditionedDenoiser {
-                cond: &cond_tokens,
-                video_shape: (t / pt, tile.height / p, tile.width / p),
-                evaluations: 0,
-                ..self.inner
-            };
-            let v = model.velocity(&x_tokens, &ts_tile, step_size)?;
-            self.inner.evaluations += model.evaluations;
-            velocities.push((
-                *tile,
-                unpack_latents(&v, (t, tile.height, tile.width), p, pt)?,
-            ));
-        }
-        pack_latents(&blend_tiles(&velocities, h, w)?, p, pt)
+        let cond = self
+            .cond
+            .narrow(3, tile.y, tile.height)?
+            .narrow(4, tile.x, tile.width)?;
+        let cond_tokens = pack_latents(&cond, p, pt)?;
+        let mut model = ConditionedDenoiser {
+            cond: &cond_tokens,
+            video_shape: (self.inner.video_shape.0, tile.height / p, tile.width / p),
+            evaluations: 0,
+            ..self.inner
+        };
+        let v = model.velocity(x, timestep, step_size)?;
+        self.inner.evaluations += model.evaluations;
+        Ok(v)
     }
 }

@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 
 use super::format::RgbFrame;
-use super::processor::{CancelToken, FrameProcessor, ProcessError, WindowInput};
+use super::processor::{CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput};
 use super::resize::{resize_bicubic, upload};
 use super::window::Window;
 
@@ -69,6 +69,11 @@ impl UpscaleEngine {
     /// Forgets the processor's per-stream state.
     pub fn reset(&mut self) {
         self.processor.reset();
+    }
+
+    /// What the processor keeps on the device between windows.
+    pub fn held(&self) -> HeldState {
+        self.processor.held()
     }
 
     /// Upscales a window; returns the frames of `window.emit`, in order.

@@ -14,6 +14,8 @@ pub use diffusion::{DiffusionProcessor, WindowStats};
 pub use engine::{OutputSize, UpscaleEngine};
 pub use format::{frame_to_rgb, rgb_to_frame, FrameLayout, PixelFormat, RgbFrame, YuvMatrix};
 pub use load::{load_processor, DeviceChoice, Precision, ProcessorSettings};
-pub use processor::{BicubicProcessor, CancelToken, FrameProcessor, ProcessError, WindowInput};
+pub use processor::{
+    BicubicProcessor, CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput,
+};
 pub use upscaler::Upscaler;
 pub use window::{Window, WindowConfig, WindowConfigError, WindowScheduler};

@@ -66,6 +66,16 @@ impl CancelToken {
     }
 }
 
+/// What a processor keeps on its device from one window to the next (DESIGN §5: device memory
+/// bounded whatever the stream length).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldState {
+    /// Latent frames kept to be fused with the next window's overlapping latents.
+    pub latent_frames: usize,
+    /// Output frames kept to condition the next window.
+    pub frames: usize,
+}
+
 /// A super-resolution model behind the window machinery.
 pub trait FrameProcessor: Send {
     /// Short name for logs and messages.
@@ -84,6 +94,11 @@ pub trait FrameProcessor: Send {
 
     /// Forgets per-stream state: the next window starts a new stream.
     fn reset(&mut self) {}
+
+    /// What the processor keeps between windows right now.
+    fn held(&self) -> HeldState {
+        HeldState::default()
+    }
 }
 
 /// The named baseline `model=bicubic`: outputs the bicubic resize that every model starts from.
