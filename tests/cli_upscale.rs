@@ -350,3 +350,65 @@ fn errors_exit_non_zero_and_name_the_problem() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_finishes_a_playable_file() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = scratch("sigint");
+    let input = dir.join("in.mkv");
+    // Far more frames than are processed before the signal: the tiny model runs a few windows
+    // of 9 frames per second here, the signal goes out at the first progress line.
+    make_input(&input, 400, 32, 32, true);
+    let output = dir.join("out.mkv");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turbovsr"))
+        .args([
+            "upscale",
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--model",
+            tiny_model().to_str().unwrap(),
+            "--steps",
+            "1",
+            "--window",
+            "9",
+            "--overlap",
+            "1",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no progress: {log}"
+        );
+        log += &line;
+        if line.starts_with("frame ") {
+            break;
+        }
+    }
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    log += &rest;
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{log}");
+    let written: u64 = log
+        .split("holds the first ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no interruption summary: {log}"));
+    assert!(written > 0 && written < 400, "{log}");
+    let p = probe(&output);
+    assert_eq!(p.video_frames, written, "{p:?}\n{log}");
+    assert_eq!(p.size, Some((128, 128)));
+    assert!(p.audio_buffers > 0, "{p:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
