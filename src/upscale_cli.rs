@@ -108,14 +108,29 @@ pub enum ColorFixArg {
     Adain,
 }
 
-/// The Debian package that ships a GStreamer element, for "missing element" errors.
-fn debian_package(element: &str) -> &'static str {
-    match element {
+/// The Debian package that ships a GStreamer element this tool uses, for "missing element"
+/// errors.
+fn debian_package(element: &str) -> Option<&'static str> {
+    Some(match element {
         "x264enc" => "gstreamer1.0-plugins-ugly",
         "avenc_aac" => "gstreamer1.0-libav",
         "opusenc" | "vorbisenc" | "videoconvert" | "audioconvert" | "audioresample"
-        | "uridecodebin" | "queue" | "capsfilter" => "gstreamer1.0-plugins-base",
-        _ => "gstreamer1.0-plugins-good",
+        | "uridecodebin" | "decodebin" | "queue" | "capsfilter" | "filesink" | "fakesink" => {
+            "gstreamer1.0-plugins-base"
+        }
+        "matroskamux" | "mp4mux" | "qtmux" | "webmmux" | "vp8enc" | "vp9enc" | "pngenc"
+        | "multifilesink" | "y4menc" | "lamemp3enc" => "gstreamer1.0-plugins-good",
+        _ => return None,
+    })
+}
+
+/// Where to get `element`, for error messages.
+fn install_hint(element: &str) -> String {
+    match debian_package(element) {
+        Some(package) => format!("Debian: apt-get install {package}"),
+        None => format!(
+            "install the GStreamer plugin that provides it; `gst-inspect-1.0 {element}` checks"
+        ),
     }
 }
 
@@ -123,9 +138,8 @@ fn debian_package(element: &str) -> &'static str {
 fn require_element(name: &str, purpose: &str) -> anyhow::Result<()> {
     if gst::ElementFactory::find(name).is_none() {
         bail!(
-            "{purpose} needs the GStreamer element '{name}', which is not installed \
-             (Debian: apt-get install {})",
-            debian_package(name)
+            "{purpose} needs the GStreamer element '{name}', which is not installed ({})",
+            install_hint(name)
         );
     }
     Ok(())
@@ -250,8 +264,8 @@ fn input_uri(input: &str) -> anyhow::Result<String> {
 fn make(factory: &str) -> anyhow::Result<gst::Element> {
     gst::ElementFactory::make(factory).build().with_context(|| {
         format!(
-            "cannot create the GStreamer element '{factory}' (Debian: apt-get install {})",
-            debian_package(factory)
+            "cannot create the GStreamer element '{factory}' ({})",
+            install_hint(factory)
         )
     })
 }
@@ -606,14 +620,14 @@ impl AudioPlan {
                     .find(|name| gst::ElementFactory::find(name).is_some())
                 else {
                     return Err(format!(
-                        "audio dropped: {} audio needs one of {} (Debian: {})",
+                        "audio dropped: {} audio needs one of {} ({})",
                         self.kind,
                         self.encoders.join(", "),
                         self.encoders
                             .iter()
-                            .map(|e| debian_package(e))
+                            .map(|e| install_hint(e))
                             .collect::<Vec<_>>()
-                            .join(" or ")
+                            .join("; ")
                     ));
                 };
                 make(name).map_err(|e| format!("{e:#}"))?
@@ -669,8 +683,13 @@ fn error_text(err: &gst::message::Error) -> String {
         .src()
         .map(|s| s.name().to_string())
         .unwrap_or_else(|| "pipeline".into());
-    match err.debug() {
-        Some(debug) if !debug.is_empty() => format!("{source}: {} ({debug})", err.error()),
+    // GStreamer's debug string is "file(line): function (): /element/path:\nDETAIL"; the detail
+    // (an element's own message, e.g. why the model did not load) is what the user needs.
+    match err.debug().as_deref().and_then(|d| d.split_once('\n')) {
+        Some((_, detail)) if !detail.trim().is_empty() => {
+            let error = err.error().to_string();
+            format!("{source}: {}: {}", error.trim_end_matches('.'), detail.trim())
+        }
         _ => format!("{source}: {}", err.error()),
     }
 }
@@ -889,13 +908,14 @@ mod tests {
     #[test]
     fn missing_elements_name_the_debian_package() {
         gst::init().unwrap();
-        let e = require_element("no-such-element-x", ".mp4 output")
+        let e = require_element("no-such-element-x", "--encoder")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("'no-such-element-x'") && e.contains("gstreamer1.0-plugins-good"),
+            e.contains("'no-such-element-x'") && e.contains("gst-inspect-1.0 no-such-element-x"),
             "{e}"
         );
-        assert_eq!(debian_package("x264enc"), "gstreamer1.0-plugins-ugly");
+        assert_eq!(debian_package("x264enc"), Some("gstreamer1.0-plugins-ugly"));
+        assert!(install_hint("mp4mux").contains("apt-get install gstreamer1.0-plugins-good"));
     }
 }
