@@ -672,7 +672,7 @@ fn link_to_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) {
 fn first_error(bus: &gst::Bus) -> Option<String> {
     while let Some(msg) = bus.pop() {
         if let gst::MessageView::Error(err) = msg.view() {
-            return Some(error_text(&err));
+            return Some(error_text(err));
         }
     }
     None
@@ -688,7 +688,11 @@ fn error_text(err: &gst::message::Error) -> String {
     match err.debug().as_deref().and_then(|d| d.split_once('\n')) {
         Some((_, detail)) if !detail.trim().is_empty() => {
             let error = err.error().to_string();
-            format!("{source}: {}: {}", error.trim_end_matches('.'), detail.trim())
+            format!(
+                "{source}: {}: {}",
+                error.trim_end_matches('.'),
+                detail.trim()
+            )
         }
         _ => format!("{source}: {}", err.error()),
     }
@@ -801,7 +805,7 @@ fn run_bus_loop(
                 }
                 MessageView::Error(err) => {
                     clear(tty && show);
-                    bail!("{}", error_text(&err));
+                    bail!("{}", error_text(err));
                 }
                 MessageView::Warning(w) => {
                     clear(tty && show);
