@@ -195,9 +195,14 @@ fn any_output_size_and_reduced_precision_run() {
 
 /// Output frames of a `videotestsrc` pipeline through the element: (pts, bytes) each.
 fn run_pipeline(frames: u32, props: &str) -> Vec<(gst::ClockTime, Vec<u8>)> {
+    run_pattern_pipeline("pattern=ball", frames, props)
+}
+
+/// [`run_pipeline`] with other `videotestsrc` settings.
+fn run_pattern_pipeline(source: &str, frames: u32, props: &str) -> Vec<(gst::ClockTime, Vec<u8>)> {
     init();
     let desc = format!(
-        "videotestsrc num-buffers={frames} pattern=ball ! \
+        "videotestsrc num-buffers={frames} {source} ! \
          video/x-raw,format=RGB,width=64,height=64,framerate=25/1 ! \
          turbovsr model={} scale=4 device=cpu {props} ! appsink name=sink sync=false",
         tiny_model().display()
@@ -432,4 +437,48 @@ fn color_fix_pulls_the_random_models_colour_to_the_bicubic_input() {
         wavelet < none / 3.0,
         "wavelet: worst channel mean off by {wavelet}"
     );
+}
+
+/// Per-channel means (0..255) over the frames of an RGB pipeline output.
+fn rgb_means(frames: &[(gst::ClockTime, Vec<u8>)]) -> [f64; 3] {
+    let mut sum = [0f64; 3];
+    let mut n = 0usize;
+    for (_, data) in frames {
+        for px in data.chunks_exact(3) {
+            for c in 0..3 {
+                sum[c] += px[c] as f64;
+            }
+        }
+        n += data.len() / 3;
+    }
+    sum.map(|s| s / n as f64)
+}
+
+#[test]
+fn the_color_fix_property_reaches_the_processor() {
+    // A flat colour with distinct channels (R 64, G 128, B 192): the random model turns it into
+    // noise; with color-fix=adain every frame takes the input's channel means (and its zero
+    // deviation) back.
+    let source = "pattern=solid-color foreground-color=0xff4080c0";
+    let none = rgb_means(&run_pattern_pipeline(
+        source,
+        9,
+        "window=9 overlap=1 steps=1",
+    ));
+    let adain = rgb_means(&run_pattern_pipeline(
+        source,
+        9,
+        "window=9 overlap=1 steps=1 color-fix=adain",
+    ));
+    let input = [64.0, 128.0, 192.0];
+    for c in 0..3 {
+        assert!(
+            (none[c] - input[c]).abs() > 5.0,
+            "channel {c}: the random model should drift ({none:?} vs {input:?})"
+        );
+        assert!(
+            (adain[c] - input[c]).abs() < 0.01 * input[c],
+            "channel {c}: adain {adain:?} vs input {input:?}"
+        );
+    }
 }
