@@ -200,7 +200,9 @@ fn plan_output(output: &Path) -> anyhow::Result<OutputPlan> {
         ),
         "webm" => plan(
             ".webm",
-            "vp9enc deadline=1 cpu-used=4 row-mt=true end-usage=q cq-level=24",
+            // constant quality; the bitrate is only a ceiling in cq mode
+            "vp9enc deadline=1 cpu-used=4 row-mt=true end-usage=cq cq-level=24 \
+             target-bitrate=50000000",
             Some("webmmux"),
             &["opusenc", "vorbisenc"],
         ),
@@ -907,6 +909,21 @@ mod tests {
             "frame 7  2.00 fps  elapsed 0:04"
         );
         assert_eq!(format_clock(3725.0), "1:02:05");
+    }
+
+    #[test]
+    fn every_default_encoder_description_builds() {
+        gst::init().unwrap();
+        for out in ["a.mkv", "a.mp4", "a.mov", "a.webm", "a.y4m", "a_%03d.png"] {
+            let plan = plan_output(Path::new(out)).unwrap();
+            // Only where the plugins are installed (scripts/setup.sh installs them all).
+            if description_elements(plan.video_encoder)
+                .iter()
+                .all(|e| gst::ElementFactory::find(e).is_some())
+            {
+                encoder_bin(plan.video_encoder, out).unwrap();
+            }
+        }
     }
 
     #[test]

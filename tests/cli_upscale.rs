@@ -249,7 +249,7 @@ fn bicubic_to_mp4_passes_audio_through() {
 }
 
 #[test]
-fn png_sequence_and_y4m_outputs() {
+fn png_sequence_y4m_and_webm_outputs() {
     let dir = scratch("png");
     let input = dir.join("in.mkv");
     make_input(&input, 5, 16, 16, true);
@@ -291,6 +291,16 @@ fn png_sequence_and_y4m_outputs() {
     );
     let frames = text.windows(6).filter(|w| w == b"FRAME\n").count();
     assert_eq!(frames, 5);
+    let webm = dir.join("out.webm");
+    check_ok(&upscale(&[
+        input.to_str().unwrap(),
+        webm.to_str().unwrap(),
+        "--model",
+        "bicubic",
+    ]));
+    let p = probe(&webm);
+    assert_video(&p, 5, 64, 64);
+    assert!(p.audio_buffers > 0, "{p:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
