@@ -10,6 +10,7 @@ pub mod element;
 pub mod model;
 pub mod pipeline;
 pub mod sample;
+pub mod upscale_cli;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     element::register(plugin)

@@ -195,9 +195,14 @@ fn any_output_size_and_reduced_precision_run() {
 
 /// Output frames of a `videotestsrc` pipeline through the element: (pts, bytes) each.
 fn run_pipeline(frames: u32, props: &str) -> Vec<(gst::ClockTime, Vec<u8>)> {
+    run_pattern_pipeline("pattern=ball", frames, props)
+}
+
+/// [`run_pipeline`] with other `videotestsrc` settings.
+fn run_pattern_pipeline(source: &str, frames: u32, props: &str) -> Vec<(gst::ClockTime, Vec<u8>)> {
     init();
     let desc = format!(
-        "videotestsrc num-buffers={frames} pattern=ball ! \
+        "videotestsrc num-buffers={frames} {source} ! \
          video/x-raw,format=RGB,width=64,height=64,framerate=25/1 ! \
          turbovsr model={} scale=4 device=cpu {props} ! appsink name=sink sync=false",
         tiny_model().display()
@@ -489,4 +494,108 @@ fn host_frames_and_device_latents_stay_bounded_and_are_reported() {
     // Everything is released once the stream is through.
     assert_eq!(sr.property::<u64>("frames-held"), 0);
     pipeline.set_state(gst::State::Null).unwrap();
+
+/// Per-channel means of `(3, f, h, w)` in [0, 1] pixel terms.
+fn channel_means01(x: &Tensor) -> Vec<f32> {
+    ((x.reshape((3, ())).unwrap().mean(1).unwrap() + 1.0).unwrap() * 0.5)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn color_fix_pulls_the_random_models_colour_to_the_bicubic_input() {
+    use gstturbovsr::pipeline::ColorFix;
+    // A smooth input with distinct channel levels: the random model's output drifts far from
+    // it; each fix brings the output's channel means back.
+    let (h, w) = (64usize, 64usize);
+    let levels = [0.3f32, 0.5, 0.7];
+    let data: Vec<f32> = (0..3 * 9 * h * w)
+        .map(|i| {
+            let c = i / (9 * h * w);
+            let x = i % w;
+            (levels[c] + 0.1 * x as f32 / w as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let frames = Tensor::from_vec(data, (3, 9, h, w), &Device::Cpu).unwrap();
+    let want = channel_means01(&frames);
+    let input = WindowInput {
+        index: 0,
+        frames: &frames,
+        real_frames: 9,
+        emit: 0..9,
+        starts_stream: true,
+    };
+    let run = |fix: ColorFix| {
+        let settings = ProcessorSettings {
+            color_fix: fix,
+            ..settings(1, 0)
+        };
+        let mut p = DiffusionProcessor::load(tiny_model(), &settings, &Device::Cpu).unwrap();
+        let out = p.process(&input, &CancelToken::default()).unwrap();
+        assert_eq!(out.dims(), &[3, 9, h, w]);
+        channel_means01(&out)
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs() / w)
+            .fold(0f32, f32::max)
+    };
+    let none = run(ColorFix::None);
+    let adain = run(ColorFix::Adain);
+    let wavelet = run(ColorFix::Wavelet);
+    eprintln!("worst relative channel-mean error: none {none}, adain {adain}, wavelet {wavelet}");
+    assert!(none > 0.05, "the random model should drift: {none}");
+    // AdaIN sets the means exactly (up to clamping).
+    assert!(adain < 0.01, "adain: worst channel mean off by {adain}");
+    // The wavelet fix keeps the output's high frequencies, and a random model's are as strong
+    // as its low ones: clamping them to [-1, 1] around the input's colour moves the mean a
+    // little (the synthetic-drift unit tests in color_fix.rs hold it to 1 %).
+    assert!(
+        wavelet < none / 3.0,
+        "wavelet: worst channel mean off by {wavelet}"
+    );
+}
+
+/// Per-channel means (0..255) over the frames of an RGB pipeline output.
+fn rgb_means(frames: &[(gst::ClockTime, Vec<u8>)]) -> [f64; 3] {
+    let mut sum = [0f64; 3];
+    let mut n = 0usize;
+    for (_, data) in frames {
+        for px in data.chunks_exact(3) {
+            for c in 0..3 {
+                sum[c] += px[c] as f64;
+            }
+        }
+        n += data.len() / 3;
+    }
+    sum.map(|s| s / n as f64)
+}
+
+#[test]
+fn the_color_fix_property_reaches_the_processor() {
+    // A flat colour with distinct channels (R 64, G 128, B 192): the random model turns it into
+    // noise; with color-fix=adain every frame takes the input's channel means (and its zero
+    // deviation) back.
+    let source = "pattern=solid-color foreground-color=0xff4080c0";
+    let none = rgb_means(&run_pattern_pipeline(
+        source,
+        9,
+        "window=9 overlap=1 steps=1",
+    ));
+    let adain = rgb_means(&run_pattern_pipeline(
+        source,
+        9,
+        "window=9 overlap=1 steps=1 color-fix=adain",
+    ));
+    let input = [64.0, 128.0, 192.0];
+    for c in 0..3 {
+        assert!(
+            (none[c] - input[c]).abs() > 5.0,
+            "channel {c}: the random model should drift ({none:?} vs {input:?})"
+        );
+        assert!(
+            (adain[c] - input[c]).abs() < 0.01 * input[c],
+            "channel {c}: adain {adain:?} vs input {input:?}"
+        );
+    }
 }

@@ -16,6 +16,8 @@ enum Command {
     /// Write a randomly initialised checkpoint folder (tests, demos, benchmarks; it upscales
     /// nothing meaningfully).
     MakeTestModel(gstturbovsr::model::turbovsr::test_model::MakeTestModelArgs),
+    /// Upscale a video file to a video file (or PNG frames) with a progress line.
+    Upscale(gstturbovsr::upscale_cli::UpscaleArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -23,6 +25,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Forward(args) => gstturbovsr::model::forward::run(args),
         Command::MakeTestModel(args) => gstturbovsr::model::turbovsr::test_model::run(args),
+        Command::Upscale(args) => gstturbovsr::upscale_cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

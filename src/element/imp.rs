@@ -131,6 +131,11 @@ impl Settings {
             prompt_embeds: self.prompt_embeds.as_ref().map(std::path::PathBuf::from),
             tile_size: self.tile_size as usize,
             tile_overlap: self.tile_overlap as usize,
+            color_fix: match self.color_fix {
+                ColorFix::None => crate::pipeline::ColorFix::None,
+                ColorFix::Wavelet => crate::pipeline::ColorFix::Wavelet,
+                ColorFix::Adain => crate::pipeline::ColorFix::Adain,
+            },
         }
     }
 }
@@ -1308,7 +1313,9 @@ impl ObjectImpl for TurboVsr {
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("color-fix", DEFAULT_COLOR_FIX)
                     .nick("Colour fix")
-                    .blurb("Colour correction of the output towards the input")
+                    .blurb("Colour correction of the model output towards the bicubic input: wavelet \
+                            (low frequencies from the input) or adain (per-channel mean and \
+                            deviation); no effect with model=bicubic")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt64::builder("frames-processed")

@@ -1,18 +1,39 @@
 //! The `turbovsr` GStreamer element (DESIGN §6).
 //!
 //! # SECTION:element-turbovsr
+//! @title: turbovsr
+//! @short_description: TurboVSR diffusion video super-resolution
 //!
 //! Diffusion video super-resolution: raw video in, raw video at `scale`x the size out, one output
 //! frame per input frame with the input's timestamps. Frames are grouped into overlapping windows
 //! of `window` frames that a worker thread upscales while the element keeps accepting input (one
-//! window queued at most), so memory stays constant for streams of any length.
+//! window queued at most), so memory stays constant for streams of any length. `model=bicubic`
+//! is the bicubic baseline through the same window path; `model=DIR` names a TurboVSR checkpoint
+//! folder (`vae/`, `transformer/`, `turbovsr.json`), loaded on READY -> PAUSED; a bad folder is
+//! an element error naming the path and the reason. `color-fix=wavelet|adain` pulls the model's
+//! colours back to the bicubic input. After each window the element posts a `turbovsr-progress`
+//! element message (`window`, `frames`, `frames-processed`, `window-ms`, `fps`, `average-fps`).
 //!
-//! ## Example launch line
+//! ## Example launch lines
+//! The bicubic baseline on test video, to H.264 in MP4:
 //! ```sh
 //! gst-launch-1.0 videotestsrc num-buffers=100 ! video/x-raw,width=64,height=64 ! \
 //!     turbovsr model=bicubic scale=4 ! videoconvert ! x264enc ! mp4mux ! filesink location=out.mp4
 //! ```
-//! `model=bicubic` is the bicubic baseline; `model=DIR` names a TurboVSR checkpoint folder.
+//! A file through a checkpoint folder with the wavelet colour fix (`-e` turns Ctrl-C into EOS,
+//! so the tail window is processed and the file is finished):
+//! ```sh
+//! gst-launch-1.0 -e filesrc location=in.mkv ! decodebin ! videoconvert ! \
+//!     turbovsr model=/models/turbovsr scale=4 steps=4 color-fix=wavelet ! videoconvert ! \
+//!     x264enc ! matroskamux ! filesink location=out.mkv
+//! ```
+//! The random tiny checkpoint of `turbovsr make-test-model` (it runs the whole model quickly on a
+//! CPU and upscales nothing meaningfully), short windows, progress messages printed with `-m`:
+//! ```sh
+//! turbovsr make-test-model /tmp/tiny --preset tiny
+//! gst-launch-1.0 -m videotestsrc num-buffers=20 ! video/x-raw,width=64,height=48 ! \
+//!     turbovsr model=/tmp/tiny window=9 overlap=1 color-fix=adain ! fakesink
+//! ```
 
 use gst::glib;
 use gst::prelude::*;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 
+use super::color_fix::ColorFix;
 use super::load::{Precision, ProcessorSettings};
 use super::processor::{CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput};
 use super::resize::{crop_hw, pad_to_multiple};
@@ -57,6 +58,7 @@ pub struct DiffusionProcessor {
     /// Spatial denoising tile (height, width) and overlap, in latents (DESIGN §5).
     tile: (usize, usize),
     tile_overlap: usize,
+    color_fix: ColorFix,
     noise: FixedNoise,
     vae_dtype: DType,
     device: Device,
@@ -228,6 +230,7 @@ impl DiffusionProcessor {
             steps: settings.steps,
             tile,
             tile_overlap: settings.tile_overlap,
+            color_fix: settings.color_fix,
             noise: FixedNoise::new(settings.seed),
             vae_dtype,
             device: device.clone(),
@@ -437,10 +440,13 @@ impl DiffusionProcessor {
         let out = video
             .narrow(1, input.emit.start, input.emit.len())?
             .contiguous()?;
+        // Colour from the bicubic input (DESIGN §6 `color-fix`), before the last frame is kept:
+        // the next window is conditioned on the frame the user sees.
+        let reference = input.frames.narrow(1, input.emit.start, input.emit.len())?;
+        let out = self.color_fix.apply(&out, &reference)?.contiguous()?;
         // The next window starts on the last frame this one emits.
         self.last_frame = Some(
-            video
-                .narrow(1, input.emit.end - 1, 1)?
+            out.narrow(1, input.emit.len() - 1, 1)?
                 .unsqueeze(0)?
                 .contiguous()?,
         );

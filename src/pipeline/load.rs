@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use candle_core::Device;
 
+use super::color_fix::ColorFix;
 use super::diffusion::DiffusionProcessor;
 use super::processor::{BicubicProcessor, FrameProcessor, BICUBIC_MODEL};
 
@@ -45,6 +46,9 @@ pub struct ProcessorSettings {
     pub tile_size: usize,
     /// Overlap between spatial tiles in latents.
     pub tile_overlap: usize,
+    /// Colour correction of the diffusion output towards the bicubic input (DESIGN §6); the
+    /// bicubic baseline ignores it (it is its own reference).
+    pub color_fix: ColorFix,
 }
 
 /// Default sampler steps (DESIGN §4).
@@ -63,6 +67,7 @@ impl Default for ProcessorSettings {
             prompt_embeds: None,
             tile_size: 0,
             tile_overlap: DEFAULT_TILE_OVERLAP,
+            color_fix: ColorFix::None,
         }
     }
 }

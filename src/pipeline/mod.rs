@@ -1,6 +1,7 @@
 //! The streaming path of DESIGN §2, without GStreamer: raw frames to float RGB, windows over the
 //! stream, one window through the model, and back.
 
+pub mod color_fix;
 pub mod diffusion;
 pub mod engine;
 pub mod format;
@@ -10,6 +11,7 @@ pub mod resize;
 pub mod upscaler;
 pub mod window;
 
+pub use color_fix::ColorFix;
 pub use diffusion::{DiffusionProcessor, WindowStats};
 pub use engine::{OutputSize, UpscaleEngine};
 pub use format::{frame_to_rgb, rgb_to_frame, FrameLayout, PixelFormat, RgbFrame, YuvMatrix};

@@ -1,0 +1,942 @@
+//! `turbovsr upscale IN OUT` (DESIGN §7): one command from a video file to an upscaled video
+//! file. It builds a GStreamer pipeline around the `turbovsr` element (registered statically
+//! from this crate, so no `GST_PLUGIN_PATH` is needed):
+//!
+//! ```text
+//! uridecodebin --video--> queue ! videoconvert ! turbovsr ! videoconvert ! ENCODER ! MUXER ! filesink
+//!              --audio--> queue ! audioconvert ! audioresample ! AUDIO-ENCODER ! MUXER
+//! ```
+//!
+//! The encoder and muxer follow OUT's extension; `.y4m` writes raw frames and a `%d` pattern
+//! ending in `.png` writes one PNG per frame. A progress line on stderr counts the frames that
+//! leave `turbovsr` against the frames the input's duration promises. Ctrl-C sends EOS, so the
+//! window in flight and the tail are finished and the file is closed properly; a second Ctrl-C
+//! stops at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use gst::prelude::*;
+
+/// Arguments of `turbovsr upscale`.
+#[derive(Args, Debug, Clone)]
+pub struct UpscaleArgs {
+    /// Input video: a file (any format GStreamer decodes) or a URI.
+    pub input: String,
+    /// Output: a .mkv, .mp4, .mov, .webm or .y4m file, or a PNG pattern such as out_%05d.png.
+    pub output: PathBuf,
+    /// TurboVSR checkpoint folder (vae/, transformer/, turbovsr.json), or `bicubic`.
+    #[arg(long)]
+    pub model: String,
+    /// Output = input x scale (1..8).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub scale: u32,
+    /// Sampler steps: 1, 2, 4, 8 or 16.
+    #[arg(long, default_value_t = 4)]
+    pub steps: u32,
+    /// Frames per window, 1 + 8k (>= 9); lower needs less memory.
+    #[arg(long, default_value_t = crate::pipeline::window::DEFAULT_WINDOW as u32)]
+    pub window: u32,
+    /// Frames shared by consecutive windows, 1 + 8j, smaller than the window.
+    #[arg(long, default_value_t = crate::pipeline::window::DEFAULT_OVERLAP as u32)]
+    pub overlap: u32,
+    /// Spatial denoising tile in latents (0: the checkpoint's training tile).
+    #[arg(long, default_value_t = 0)]
+    pub tile_size: u32,
+    /// Overlap between spatial tiles in latents.
+    #[arg(long, default_value_t = crate::pipeline::load::DEFAULT_TILE_OVERLAP as u32)]
+    pub tile_overlap: u32,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+    /// CUDA device number.
+    #[arg(long, default_value_t = 0)]
+    pub device_id: u32,
+    /// Numeric precision (auto: bf16 on CUDA, f32 on the CPU).
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
+    /// Seed of the fixed sampling noise (same input and seed give the same output).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Colour correction of the model output towards the bicubic input.
+    #[arg(long, value_enum, default_value_t = ColorFixArg::None)]
+    pub color_fix: ColorFixArg,
+    /// safetensors file with prompt_embeds and prompt_attention_mask (default: the checkpoint's).
+    #[arg(long)]
+    pub prompt_embeds: Option<PathBuf>,
+    /// Video encoder as a gst-launch description, replacing the default for OUT's extension,
+    /// e.g. "x264enc pass=qual quantizer=14 speed-preset=slow".
+    #[arg(long)]
+    pub encoder: Option<String>,
+    /// Audio encoder as a gst-launch description, replacing the default for OUT's extension.
+    #[arg(long)]
+    pub audio_encoder: Option<String>,
+    /// Drop the input's audio.
+    #[arg(long)]
+    pub no_audio: bool,
+    /// Replace OUT if it exists.
+    #[arg(short = 'y', long)]
+    pub overwrite: bool,
+    /// No progress line (errors and the summary are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorFixArg {
+    None,
+    Wavelet,
+    Adain,
+}
+
+/// The Debian package that ships a GStreamer element this tool uses, for "missing element"
+/// errors.
+fn debian_package(element: &str) -> Option<&'static str> {
+    Some(match element {
+        "x264enc" => "gstreamer1.0-plugins-ugly",
+        "avenc_aac" => "gstreamer1.0-libav",
+        "opusenc" | "vorbisenc" | "videoconvert" | "audioconvert" | "audioresample"
+        | "uridecodebin" | "decodebin" | "queue" | "capsfilter" | "filesink" | "fakesink" => {
+            "gstreamer1.0-plugins-base"
+        }
+        "matroskamux" | "mp4mux" | "qtmux" | "webmmux" | "vp8enc" | "vp9enc" | "pngenc"
+        | "multifilesink" | "y4menc" | "lamemp3enc" => "gstreamer1.0-plugins-good",
+        _ => return None,
+    })
+}
+
+/// Where to get `element`, for error messages.
+fn install_hint(element: &str) -> String {
+    match debian_package(element) {
+        Some(package) => format!("Debian: apt-get install {package}"),
+        None => format!(
+            "install the GStreamer plugin that provides it; `gst-inspect-1.0 {element}` checks"
+        ),
+    }
+}
+
+/// Fails with the element and its Debian package when `name` is not installed.
+fn require_element(name: &str, purpose: &str) -> anyhow::Result<()> {
+    if gst::ElementFactory::find(name).is_none() {
+        bail!(
+            "{purpose} needs the GStreamer element '{name}', which is not installed ({})",
+            install_hint(name)
+        );
+    }
+    Ok(())
+}
+
+/// What OUT's extension asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OutputPlan {
+    /// e.g. ".mp4", for messages.
+    kind: &'static str,
+    /// The video encoder description (gst-launch syntax), with the caps it needs in front.
+    video_encoder: &'static str,
+    /// Muxer element, or None when the encoder writes the file format itself.
+    muxer: Option<&'static str>,
+    /// Audio encoders to try in order (empty: the format holds no audio).
+    audio_encoders: &'static [&'static str],
+    /// One file per frame (`multifilesink`) rather than one file.
+    sequence: bool,
+}
+
+/// H.264 in 4:2:0 (what hardware decoders and players take), constant quality close to
+/// transparent: `pass=qual` is x264's CRF mode with `quantizer` as the CRF.
+const H264: &str =
+    "capsfilter caps=video/x-raw,format=I420 ! x264enc pass=qual quantizer=18 speed-preset=medium";
+/// The same without B-frames for MP4/QuickTime: with B-frames the first decode time is before
+/// the first presentation time, and qtmux (1.22) shifts the whole video track later by that
+/// reordering delay (two frames at speed-preset=medium) instead of writing an edit list, which
+/// puts the video out of sync with the audio.
+const H264_NO_B_FRAMES: &str = "capsfilter caps=video/x-raw,format=I420 ! \
+     x264enc pass=qual quantizer=18 speed-preset=medium bframes=0";
+
+fn plan_output(output: &Path) -> anyhow::Result<OutputPlan> {
+    let name = output.to_string_lossy();
+    let ext = output
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let plan = |kind, video_encoder, muxer, audio_encoders| OutputPlan {
+        kind,
+        video_encoder,
+        muxer,
+        audio_encoders,
+        sequence: false,
+    };
+    Ok(match ext.as_str() {
+        "mkv" => plan(".mkv", H264, Some("matroskamux"), &["opusenc", "vorbisenc"]),
+        "mp4" => plan(
+            ".mp4",
+            H264_NO_B_FRAMES,
+            Some("mp4mux"),
+            &["avenc_aac", "lamemp3enc"],
+        ),
+        "mov" => plan(
+            ".mov",
+            H264_NO_B_FRAMES,
+            Some("qtmux"),
+            &["avenc_aac", "lamemp3enc"],
+        ),
+        "webm" => plan(
+            ".webm",
+            // constant quality; the bitrate is only a ceiling in cq mode
+            "vp9enc deadline=1 cpu-used=4 row-mt=true end-usage=cq cq-level=24 \
+             target-bitrate=50000000",
+            Some("webmmux"),
+            &["opusenc", "vorbisenc"],
+        ),
+        "y4m" => plan(".y4m", "y4menc", None, &[]),
+        "png" => {
+            if !name.contains('%') {
+                bail!(
+                    "PNG output '{name}' needs a frame-number pattern such as out_%05d.png \
+                     (one file per frame)"
+                );
+            }
+            OutputPlan {
+                kind: ".png",
+                video_encoder: "pngenc",
+                muxer: None,
+                audio_encoders: &[],
+                sequence: true,
+            }
+        }
+        _ => bail!(
+            "cannot tell the output format of '{name}' from its extension: use .mkv, .mp4, \
+             .mov, .webm, .y4m or a PNG pattern such as out_%05d.png"
+        ),
+    })
+}
+
+/// The element names in a gst-launch description (the first word of each `!`-separated part;
+/// caps between elements are skipped).
+fn description_elements(description: &str) -> Vec<&str> {
+    description
+        .split('!')
+        .filter_map(|part| part.split_whitespace().next())
+        .filter(|word| !word.contains('/') && !word.contains('='))
+        .collect()
+}
+
+/// `input` as a URI: URIs pass through, paths must exist.
+fn input_uri(input: &str) -> anyhow::Result<String> {
+    // `scheme://...`: a URI for uridecodebin (http, rtsp, file, ...).
+    if input.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    }) {
+        return Ok(input.to_string());
+    }
+    let path = Path::new(input);
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot open input file '{input}'"))?;
+    if meta.is_dir() {
+        bail!("input '{input}' is a folder, expected a video file");
+    }
+    let abs = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot resolve input file '{input}'"))?;
+    Ok(glib::filename_to_uri(&abs, None)
+        .with_context(|| format!("cannot turn '{}' into a URI", abs.display()))?
+        .to_string())
+}
+
+fn make(factory: &str) -> anyhow::Result<gst::Element> {
+    gst::ElementFactory::make(factory).build().with_context(|| {
+        format!(
+            "cannot create the GStreamer element '{factory}' ({})",
+            install_hint(factory)
+        )
+    })
+}
+
+/// Parses a gst-launch description into a bin with ghost pads.
+fn encoder_bin(description: &str, what: &str) -> anyhow::Result<gst::Element> {
+    for element in description_elements(description) {
+        require_element(element, what)?;
+    }
+    let bin = gst::parse::bin_from_description(description, true)
+        .with_context(|| format!("{what} '{description}'"))?;
+    Ok(bin.upcast())
+}
+
+/// Frame counting shared between the pad probes and the progress line.
+#[derive(Default)]
+struct Counter {
+    frames: AtomicU64,
+    /// When the first frame reached `turbovsr`: fps and ETA count from there, not from model
+    /// loading.
+    first_input: std::sync::OnceLock<Instant>,
+}
+
+/// Set by the SIGINT handler; read by the bus loop.
+static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(unix)]
+extern "C" fn on_sigint(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[cfg(unix)]
+fn install_sigint_handler() {
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: the handler only touches an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}
+
+#[cfg(not(unix))]
+fn install_sigint_handler() {}
+
+fn format_clock(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// The progress line: `frame 120/250  48%  3.2 fps  elapsed 0:37  ETA 0:40`.
+fn progress_line(frames: u64, total: Option<u64>, elapsed: f64) -> String {
+    let fps = if elapsed > 0.0 {
+        frames as f64 / elapsed
+    } else {
+        0.0
+    };
+    match total {
+        Some(total) if total > 0 => {
+            let pct = (frames as f64 / total as f64 * 100.0).min(100.0);
+            let eta = if fps > 0.0 {
+                format_clock(total.saturating_sub(frames) as f64 / fps)
+            } else {
+                "?".into()
+            };
+            format!(
+                "frame {frames}/{total}  {pct:3.0}%  {fps:.2} fps  elapsed {}  ETA {eta}",
+                format_clock(elapsed)
+            )
+        }
+        _ => format!(
+            "frame {frames}  {fps:.2} fps  elapsed {}",
+            format_clock(elapsed)
+        ),
+    }
+}
+
+/// Runs `turbovsr upscale`.
+pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
+    gst::init().context("cannot initialise GStreamer")?;
+    crate::plugin_register_static().context("cannot register the turbovsr element")?;
+
+    let plan = plan_output(&args.output)?;
+    let uri = input_uri(&args.input)?;
+    let existed = args.output.exists();
+    if !plan.sequence && args.output.exists() {
+        if let (Ok(a), Ok(b)) = (
+            std::fs::canonicalize(&args.input),
+            std::fs::canonicalize(&args.output),
+        ) {
+            if a == b {
+                bail!("output '{}' is the input file", args.output.display());
+            }
+        }
+        if !args.overwrite {
+            bail!(
+                "output '{}' exists (pass --overwrite to replace it)",
+                args.output.display()
+            );
+        }
+    }
+    if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!("output folder '{}' does not exist", parent.display());
+        }
+    }
+
+    let pipeline = gst::Pipeline::new();
+    let decode = make("uridecodebin")?;
+    decode.set_property("uri", &uri);
+
+    // Video branch, built up front: decodebin's video pad links to `vqueue` when it appears.
+    let vqueue = make("queue")?;
+    // A few decoded frames decouple the decoder from turbovsr; more would only be frames that
+    // Ctrl-C still has to process.
+    vqueue.set_property("max-size-buffers", 4u32);
+    vqueue.set_property("max-size-bytes", 0u32);
+    vqueue.set_property("max-size-time", 0u64);
+    let convert_in = make("videoconvert")?;
+    let upscaler = gst::ElementFactory::make("turbovsr")
+        .build()
+        .context("cannot create the turbovsr element")?;
+    set_element_properties(&upscaler, args)?;
+    let convert_out = make("videoconvert")?;
+    let encoder = match &args.encoder {
+        Some(desc) => encoder_bin(desc, "--encoder")?,
+        None => encoder_bin(plan.video_encoder, &format!("{} output", plan.kind))?,
+    };
+    let sink = if plan.sequence {
+        let sink = make("multifilesink")?;
+        sink.set_property("location", args.output.to_string_lossy().as_ref());
+        sink
+    } else {
+        let sink = make("filesink")?;
+        sink.set_property("location", args.output.to_string_lossy().as_ref());
+        sink
+    };
+    let muxer = match plan.muxer {
+        Some(name) => {
+            require_element(name, &format!("{} output", plan.kind))?;
+            Some(make(name)?)
+        }
+        None => None,
+    };
+    pipeline.add_many([
+        &decode,
+        &vqueue,
+        &convert_in,
+        &upscaler,
+        &convert_out,
+        &encoder,
+        &sink,
+    ])?;
+    gst::Element::link_many([&vqueue, &convert_in, &upscaler, &convert_out, &encoder])?;
+    match &muxer {
+        Some(mux) => {
+            pipeline.add(mux)?;
+            encoder
+                .link(mux)
+                .with_context(|| format!("the video encoder cannot feed {}", plan.kind))?;
+            mux.link(&sink)?;
+        }
+        None => encoder.link(&sink)?,
+    }
+
+    let counter = Arc::new(Counter::default());
+    let src_pad = upscaler.static_pad("src").expect("turbovsr has a src pad");
+    {
+        let out_counter = Arc::clone(&counter);
+        src_pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if info.buffer().is_some() {
+                out_counter.frames.fetch_add(1, Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
+        let counter = Arc::clone(&counter);
+        let sink_pad = upscaler
+            .static_pad("sink")
+            .expect("turbovsr has a sink pad");
+        sink_pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.first_input.get_or_init(Instant::now);
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    // Notes for the user from the pad-added callback (streaming thread) to the main loop.
+    let notes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let linked_video = Arc::new(AtomicBool::new(false));
+    {
+        let pipeline_weak = pipeline.downgrade();
+        let vqueue = vqueue.clone();
+        let muxer = muxer.clone();
+        let notes = Arc::clone(&notes);
+        let linked_video = Arc::clone(&linked_video);
+        let audio = AudioPlan {
+            kind: plan.kind,
+            encoders: plan.audio_encoders,
+            custom: args.audio_encoder.clone(),
+            dropped: args.no_audio,
+        };
+        decode.connect_pad_added(move |_, pad| {
+            let Some(pipeline) = pipeline_weak.upgrade() else {
+                return;
+            };
+            let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+            let media = caps
+                .structure(0)
+                .map(|s| s.name().to_string())
+                .unwrap_or_default();
+            let note = |msg: String| notes.lock().unwrap().push(msg);
+            if media.starts_with("video/") {
+                if linked_video.swap(true, Ordering::SeqCst) {
+                    note(
+                        "the input has more than one video stream; only the first is upscaled"
+                            .into(),
+                    );
+                    link_to_fakesink(&pipeline, pad);
+                    return;
+                }
+                let sinkpad = vqueue.static_pad("sink").expect("queue has a sink pad");
+                if let Err(e) = pad.link(&sinkpad) {
+                    note(format!("cannot link the decoded video ({caps}): {e:?}"));
+                }
+            } else if media.starts_with("audio/") {
+                if let Err(msg) = audio.link(&pipeline, muxer.as_ref(), pad) {
+                    note(msg);
+                    link_to_fakesink(&pipeline, pad);
+                }
+            } else {
+                link_to_fakesink(&pipeline, pad);
+            }
+        });
+    }
+
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    if !args.quiet {
+        eprintln!(
+            "turbovsr: {} -> {} (model {}, scale {}, {} steps)",
+            args.input,
+            args.output.display(),
+            args.model,
+            args.scale,
+            args.steps
+        );
+    }
+    install_sigint_handler();
+    let interrupts_before = INTERRUPTS.load(Ordering::SeqCst);
+    let result = match pipeline.set_state(gst::State::Playing) {
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot start the pipeline: {}",
+            first_error(&bus).unwrap_or_else(|| format!("{e:?}"))
+        )),
+        Ok(_) => run_bus_loop(
+            &pipeline,
+            &decode,
+            &upscaler,
+            &bus,
+            &counter,
+            &notes,
+            args,
+            interrupts_before,
+        ),
+    };
+    let _ = pipeline.set_state(gst::State::Null);
+    for note in notes.lock().unwrap().drain(..) {
+        eprintln!("turbovsr: {note}");
+    }
+    let result = result.and_then(|outcome| {
+        if linked_video.load(Ordering::SeqCst) {
+            Ok(outcome)
+        } else {
+            Err(anyhow::anyhow!(
+                "input '{}' has no video stream",
+                args.input
+            ))
+        }
+    });
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // A file without a single frame is no use (and blocks the next run without
+            // --overwrite); one with frames is left for the user to judge.
+            if !plan.sequence && !existed && counter.frames.load(Ordering::Relaxed) == 0 {
+                let _ = std::fs::remove_file(&args.output);
+            }
+            return Err(e);
+        }
+    };
+    let frames = counter.frames.load(Ordering::Relaxed);
+    match outcome {
+        Outcome::Finished { elapsed } => {
+            eprintln!(
+                "turbovsr: wrote {frames} frames to {} in {} ({:.2} fps)",
+                args.output.display(),
+                format_clock(elapsed),
+                frames as f64 / elapsed.max(1e-9)
+            );
+            Ok(())
+        }
+        Outcome::Interrupted => bail!(
+            "interrupted by Ctrl-C: {} holds the first {frames} frames and is complete",
+            args.output.display()
+        ),
+    }
+}
+
+/// How the bus loop ended without an error.
+enum Outcome {
+    Finished {
+        elapsed: f64,
+    },
+    /// Ctrl-C: EOS was sent and the file finished.
+    Interrupted,
+}
+
+/// Where the decoded audio goes.
+struct AudioPlan {
+    kind: &'static str,
+    encoders: &'static [&'static str],
+    custom: Option<String>,
+    dropped: bool,
+}
+
+impl AudioPlan {
+    /// Links an audio pad through an encoder into the muxer; Err is the note to print when the
+    /// audio is dropped instead.
+    fn link(
+        &self,
+        pipeline: &gst::Pipeline,
+        muxer: Option<&gst::Element>,
+        pad: &gst::Pad,
+    ) -> Result<(), String> {
+        if self.dropped {
+            return Err("audio dropped (--no-audio)".into());
+        }
+        let Some(muxer) = muxer.filter(|_| !self.encoders.is_empty()) else {
+            return Err(format!(
+                "the input has audio, but {} output holds no audio: audio dropped (write .mkv \
+                 or .mp4 to keep it)",
+                self.kind
+            ));
+        };
+        let encoder = match &self.custom {
+            Some(desc) => encoder_bin(desc, "--audio-encoder").map_err(|e| format!("{e:#}"))?,
+            None => {
+                let Some(name) = self
+                    .encoders
+                    .iter()
+                    .find(|name| gst::ElementFactory::find(name).is_some())
+                else {
+                    return Err(format!(
+                        "audio dropped: {} audio needs one of {} ({})",
+                        self.kind,
+                        self.encoders.join(", "),
+                        self.encoders
+                            .iter()
+                            .map(|e| install_hint(e))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
+                };
+                make(name).map_err(|e| format!("{e:#}"))?
+            }
+        };
+        let build = || -> anyhow::Result<()> {
+            // Unbounded: the video branch lags by up to two windows (the model), and a bounded
+            // audio queue would then block the demuxer that also feeds the video.
+            let queue = make("queue")?;
+            queue.set_property("max-size-buffers", 0u32);
+            queue.set_property("max-size-bytes", 0u32);
+            queue.set_property("max-size-time", 0u64);
+            let convert = make("audioconvert")?;
+            let resample = make("audioresample")?;
+            let elements = [&queue, &convert, &resample, &encoder];
+            pipeline.add_many(elements)?;
+            gst::Element::link_many(elements)?;
+            encoder
+                .link(muxer)
+                .with_context(|| format!("{} cannot take this audio", muxer.name()))?;
+            for e in elements {
+                e.sync_state_with_parent()?;
+            }
+            pad.link(&queue.static_pad("sink").expect("queue has a sink pad"))?;
+            Ok(())
+        };
+        build().map_err(|e| format!("audio dropped: {e:#}"))
+    }
+}
+
+fn link_to_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) {
+    let Ok(sink) = make("fakesink") else { return };
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    if pipeline.add(&sink).is_ok() {
+        let _ = sink.sync_state_with_parent();
+        let _ = pad.link(&sink.static_pad("sink").expect("fakesink has a sink pad"));
+    }
+}
+
+/// The first error message waiting on the bus, if any.
+fn first_error(bus: &gst::Bus) -> Option<String> {
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Error(err) = msg.view() {
+            return Some(error_text(err));
+        }
+    }
+    None
+}
+
+fn error_text(err: &gst::message::Error) -> String {
+    let source = err
+        .src()
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| "pipeline".into());
+    // GStreamer's debug string is "file(line): function (): /element/path:\nDETAIL"; the detail
+    // (an element's own message, e.g. why the model did not load) is what the user needs.
+    match err.debug().as_deref().and_then(|d| d.split_once('\n')) {
+        Some((_, detail)) if !detail.trim().is_empty() => {
+            let error = err.error().to_string();
+            format!(
+                "{source}: {}: {}",
+                error.trim_end_matches('.'),
+                detail.trim()
+            )
+        }
+        _ => format!("{source}: {}", err.error()),
+    }
+}
+
+fn set_element_properties(element: &gst::Element, args: &UpscaleArgs) -> anyhow::Result<()> {
+    element.set_property("model", &args.model);
+    element.set_property("scale", args.scale);
+    element.set_property("steps", args.steps);
+    element.set_property("window", args.window);
+    element.set_property("overlap", args.overlap);
+    element.set_property("tile-size", args.tile_size);
+    element.set_property("tile-overlap", args.tile_overlap);
+    element.set_property("device-id", args.device_id);
+    element.set_property("seed", args.seed);
+    let nick = |v: &dyn ValueEnumName| v.nick();
+    element.set_property_from_str("device", &nick(&args.device));
+    element.set_property_from_str("precision", &nick(&args.precision));
+    element.set_property_from_str("color-fix", &nick(&args.color_fix));
+    if let Some(path) = &args.prompt_embeds {
+        element.set_property("prompt-embeds", path.to_string_lossy().as_ref());
+    }
+    Ok(())
+}
+
+/// clap's name of a value (`cpu`, `bf16`, `wavelet`), which is the element's enum nick.
+trait ValueEnumName {
+    fn nick(&self) -> String;
+}
+
+impl<T: ValueEnum> ValueEnumName for T {
+    fn nick(&self) -> String {
+        self.to_possible_value()
+            .expect("no skipped values")
+            .get_name()
+            .to_string()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_bus_loop(
+    pipeline: &gst::Pipeline,
+    decode: &gst::Element,
+    upscaler: &gst::Element,
+    bus: &gst::Bus,
+    counter: &Counter,
+    notes: &Mutex<Vec<String>>,
+    args: &UpscaleArgs,
+    interrupts_before: u64,
+) -> anyhow::Result<Outcome> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let show = !args.quiet;
+    let mut total: Option<u64> = None;
+    let mut last_print = Instant::now() - Duration::from_secs(60);
+    let mut last_frames = u64::MAX;
+    let mut interrupted = false;
+    let clear = |tty: bool| {
+        if tty {
+            eprint!("\r\x1b[K");
+        }
+    };
+    loop {
+        let msg = bus.timed_pop(gst::ClockTime::from_mseconds(100));
+        // Notes first, so they do not land in the middle of a progress line.
+        for note in notes.lock().unwrap().drain(..) {
+            clear(tty && show);
+            eprintln!("turbovsr: {note}");
+        }
+        let interrupts = INTERRUPTS.load(Ordering::SeqCst) - interrupts_before;
+        if interrupts >= 2 {
+            clear(tty && show);
+            bail!(
+                "stopped by a second Ctrl-C: {} is incomplete",
+                args.output.display()
+            );
+        }
+        if interrupts == 1 && !interrupted {
+            interrupted = true;
+            clear(tty && show);
+            eprintln!("turbovsr: Ctrl-C: finishing the frames in flight and closing the file (Ctrl-C again to stop at once)");
+            // EOS into every branch right after the decoder: turbovsr drains its tail window
+            // and the muxer finalizes the file. (EOS sent to the pipeline, as gst-launch -e
+            // does, reaches only the file source, which a pull-mode demuxer never reads it
+            // from.) The branch's later buffers are refused with EOS, which stops the
+            // demuxer. From a thread: sending a serialized event waits for the stream lock,
+            // and the bus loop must stay free for a second Ctrl-C.
+            let pads: Vec<gst::Pad> = decode.src_pads().iter().filter_map(|p| p.peer()).collect();
+            std::thread::spawn(move || {
+                for pad in pads {
+                    pad.send_event(gst::event::Eos::new());
+                }
+            });
+        }
+        if let Some(msg) = msg {
+            use gst::MessageView;
+            match msg.view() {
+                MessageView::Eos(_) => {
+                    // The caller prints the summary in place of the progress line.
+                    clear(tty && show);
+                    return Ok(if interrupted {
+                        Outcome::Interrupted
+                    } else {
+                        Outcome::Finished {
+                            elapsed: counter
+                                .first_input
+                                .get()
+                                .map_or(0.0, |s| s.elapsed().as_secs_f64()),
+                        }
+                    });
+                }
+                MessageView::Error(err) => {
+                    clear(tty && show);
+                    bail!("{}", error_text(err));
+                }
+                MessageView::Warning(w) => {
+                    clear(tty && show);
+                    let source = w.src().map(|s| s.name().to_string()).unwrap_or_default();
+                    eprintln!("turbovsr: warning from {source}: {}", w.error());
+                }
+                _ => {}
+            }
+        }
+        let Some(&start) = counter.first_input.get() else {
+            continue;
+        };
+        if total.is_none() {
+            total = expected_frames(pipeline, upscaler);
+        }
+        let frames = counter.frames.load(Ordering::Relaxed);
+        if !show {
+            continue;
+        }
+        let now = Instant::now();
+        let due = if tty {
+            now - last_print >= Duration::from_millis(250)
+        } else {
+            frames != last_frames && now - last_print >= Duration::from_secs(2)
+        };
+        if due {
+            let line = progress_line(frames, total, start.elapsed().as_secs_f64());
+            if tty {
+                eprint!("\r\x1b[K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            last_print = now;
+            last_frames = frames;
+        }
+    }
+}
+
+/// Frames the input's duration promises at the output framerate, once both are known.
+fn expected_frames(pipeline: &gst::Pipeline, upscaler: &gst::Element) -> Option<u64> {
+    let duration = pipeline.query_duration::<gst::ClockTime>()?;
+    let caps = upscaler.static_pad("src")?.current_caps()?;
+    let fps = caps
+        .structure(0)?
+        .get::<gst::Fraction>("framerate")
+        .ok()
+        .filter(|f| f.numer() > 0 && f.denom() > 0)?;
+    let frames = duration.nseconds() as f64 * fps.numer() as f64 / (fps.denom() as f64 * 1e9);
+    Some(frames.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_choose_encoder_and_muxer() {
+        let p = plan_output(Path::new("a/b.MP4")).unwrap();
+        assert_eq!((p.kind, p.muxer), (".mp4", Some("mp4mux")));
+        assert!(p.video_encoder.contains("x264enc"));
+        assert_eq!(
+            plan_output(Path::new("x.mkv")).unwrap().muxer,
+            Some("matroskamux")
+        );
+        assert_eq!(
+            plan_output(Path::new("x.mov")).unwrap().muxer,
+            Some("qtmux")
+        );
+        let webm = plan_output(Path::new("x.webm")).unwrap();
+        assert_eq!(webm.muxer, Some("webmmux"));
+        assert!(webm.video_encoder.starts_with("vp9enc"));
+        let y4m = plan_output(Path::new("x.y4m")).unwrap();
+        assert_eq!((y4m.muxer, y4m.audio_encoders.len()), (None, 0));
+        let png = plan_output(Path::new("frames/out_%05d.png")).unwrap();
+        assert!(png.sequence);
+        let e = plan_output(Path::new("out.png")).unwrap_err().to_string();
+        assert!(e.contains("out_%05d.png"), "{e}");
+        let e = plan_output(Path::new("out.avi")).unwrap_err().to_string();
+        assert!(e.contains("'out.avi'") && e.contains(".mkv"), "{e}");
+    }
+
+    #[test]
+    fn descriptions_name_their_elements() {
+        assert_eq!(description_elements(H264), vec!["capsfilter", "x264enc"]);
+        assert_eq!(
+            description_elements("videoscale ! x264enc bitrate=9000"),
+            vec!["videoscale", "x264enc"]
+        );
+    }
+
+    #[test]
+    fn progress_line_has_frames_fps_and_eta() {
+        assert_eq!(
+            progress_line(50, Some(200), 10.0),
+            "frame 50/200   25%  5.00 fps  elapsed 0:10  ETA 0:30"
+        );
+        assert_eq!(
+            progress_line(7, None, 3.5),
+            "frame 7  2.00 fps  elapsed 0:04"
+        );
+        assert_eq!(format_clock(3725.0), "1:02:05");
+    }
+
+    #[test]
+    fn every_default_encoder_description_builds() {
+        gst::init().unwrap();
+        for out in ["a.mkv", "a.mp4", "a.mov", "a.webm", "a.y4m", "a_%03d.png"] {
+            let plan = plan_output(Path::new(out)).unwrap();
+            // Only where the plugins are installed (scripts/setup.sh installs them all).
+            if description_elements(plan.video_encoder)
+                .iter()
+                .all(|e| gst::ElementFactory::find(e).is_some())
+            {
+                encoder_bin(plan.video_encoder, out).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn missing_elements_name_the_debian_package() {
+        gst::init().unwrap();
+        let e = require_element("no-such-element-x", "--encoder")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'no-such-element-x'") && e.contains("gst-inspect-1.0 no-such-element-x"),
+            "{e}"
+        );
+        assert_eq!(debian_package("x264enc"), Some("gstreamer1.0-plugins-ugly"));
+        assert!(install_hint("mp4mux").contains("apt-get install gstreamer1.0-plugins-good"));
+    }
+}
