@@ -494,6 +494,7 @@ fn host_frames_and_device_latents_stay_bounded_and_are_reported() {
     // Everything is released once the stream is through.
     assert_eq!(sr.property::<u64>("frames-held"), 0);
     pipeline.set_state(gst::State::Null).unwrap();
+}
 
 /// Per-channel means of `(3, f, h, w)` in [0, 1] pixel terms.
 fn channel_means01(x: &Tensor) -> Vec<f32> {
