@@ -600,3 +600,61 @@ fn the_color_fix_property_reaches_the_processor() {
         );
     }
 }
+
+#[test]
+fn a_model_producing_nan_is_an_error_naming_the_window_and_nothing_is_pushed() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    init();
+    // A checkpoint whose output projection is NaN: the denoised latent of window 0 is NaN.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("diffusion-nan-model-{}", std::process::id()));
+    write_test_model(&dir, &TestModelOptions::new(Preset::Tiny)).unwrap();
+    let file = dir.join("transformer/diffusion_pytorch_model.safetensors");
+    let mut weights = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    let bias = weights.get("proj_out.bias").unwrap();
+    let nan = (bias.ones_like().unwrap() * f64::NAN).unwrap();
+    weights.insert("proj_out.bias".into(), nan);
+    candle_core::safetensors::save(&weights, &file).unwrap();
+
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=20 ! video/x-raw,format=RGB,width=32,height=32 ! \
+         turbovsr name=sr model={} scale=2 steps=1 window=17 overlap=9 device=cpu ! \
+         fakesink name=out sync=false",
+        dir.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let pushed = Arc::new(AtomicU64::new(0));
+    let counter = pushed.clone();
+    pipeline
+        .by_name("out")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS or an error");
+    let gst::MessageView::Error(e) = msg.view() else {
+        panic!("expected an error, got {msg:?}");
+    };
+    let text = format!("{} {:?}", e.error(), e.debug());
+    assert!(
+        text.contains("window 0") && text.contains("NaN"),
+        "error names the window and the NaN: {text}"
+    );
+    assert_eq!(pushed.load(Ordering::SeqCst), 0, "no frame of a NaN window");
+    pipeline.set_state(gst::State::Null).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -527,3 +527,123 @@ fn a_new_segment_mid_stream_drains_without_losing_frames() {
     h.push_event(gst::event::Eos::new());
     assert_timestamps(&drain(&mut h), 0);
 }
+
+/// A seeded xorshift generator: the property test below is reproducible from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Output frame size in bytes for input `caps` at `scale`.
+fn out_size(caps: &gst::Caps, scale: u32) -> usize {
+    let info = gst_video::VideoInfo::from_caps(caps).unwrap();
+    gst_video::VideoInfo::builder(info.format(), info.width() * scale, info.height() * scale)
+        .build()
+        .unwrap()
+        .size()
+}
+
+#[test]
+fn random_sizes_formats_and_event_orders_lose_only_flushed_frames() {
+    init();
+    const FORMATS: [&str; 8] = [
+        "RGB", "BGRx", "RGBA", "I420", "NV12", "Y444", "YV12", "NV21",
+    ];
+    for seed in 1..=12u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let (window, overlap) = [(9, 1), (17, 9), (25, 9), (17, 1)][rng.below(4) as usize];
+        let scale = 1 + rng.below(3) as u32;
+        let mut h = harness(&[
+            ("window", &(window as u32)),
+            ("overlap", &(overlap as u32)),
+            ("scale", &scale),
+        ]);
+        let random_caps = |rng: &mut Rng| {
+            let format = FORMATS[rng.below(FORMATS.len() as u64) as usize];
+            caps(format, 1 + rng.below(33) as i32, 1 + rng.below(33) as i32)
+        };
+        let mut current = random_caps(&mut rng);
+        h.set_src_caps(current.clone());
+        // Every pushed frame has its own PTS; `runs` groups them by flush, and `expected`
+        // maps a PTS to the size of its output frame.
+        let mut runs: Vec<Vec<u64>> = vec![Vec::new()];
+        let mut expected = std::collections::HashMap::new();
+        let mut out: Vec<gst::Buffer> = Vec::new();
+        let mut next = 0u64;
+        let ops = 40 + rng.below(120);
+        for _ in 0..ops {
+            match rng.below(100) {
+                0..=79 => {
+                    let mut b = frame(&current, next, (next % 251) as u8);
+                    if rng.below(20) == 0 {
+                        b.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+                    }
+                    h.push(b).unwrap();
+                    expected.insert(next, out_size(&current, scale));
+                    runs.last_mut().unwrap().push(next);
+                    next += 1;
+                }
+                80..=87 => {
+                    current = random_caps(&mut rng);
+                    h.set_src_caps(current.clone());
+                }
+                88..=92 => {
+                    out.extend(drain(&mut h));
+                    assert!(h.push_event(gst::event::FlushStart::new()));
+                    assert!(h.push_event(gst::event::FlushStop::new(true)));
+                    let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+                    assert!(h.push_event(gst::event::Segment::new(&segment)));
+                    runs.push(Vec::new());
+                }
+                93..=96 => {
+                    // A new segment (not a flush) drains: no frame is lost.
+                    let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
+                    segment.set_base(FRAME * next);
+                    assert!(h.push_event(gst::event::Segment::new(&segment)));
+                }
+                _ => {
+                    assert!(h.push_event(gst::event::Gap::builder(FRAME * next).build()));
+                }
+            }
+        }
+        h.push_event(gst::event::Eos::new());
+        out.extend(drain(&mut h));
+        let pts: Vec<u64> = out
+            .iter()
+            .map(|b| b.pts().unwrap().nseconds() / FRAME.nseconds())
+            .collect();
+        assert!(
+            pts.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: outputs in order, none twice: {pts:?}"
+        );
+        for b in &out {
+            let i = b.pts().unwrap().nseconds() / FRAME.nseconds();
+            assert_eq!(b.size(), expected[&i], "seed {seed}: size of output {i}");
+        }
+        // Each flushed run comes out as a prefix of its frames (the flushed window and the
+        // frames gathered for the next one are the only ones missing); the last run is whole.
+        let last = runs.len() - 1;
+        for (r, run) in runs.iter().enumerate() {
+            let got: Vec<u64> = pts.iter().copied().filter(|p| run.contains(p)).collect();
+            if r == last {
+                assert_eq!(&got, run, "seed {seed}: the run ended by EOS is complete");
+            } else {
+                assert_eq!(
+                    &got[..],
+                    &run[..got.len()],
+                    "seed {seed}: run {r} is a prefix"
+                );
+            }
+        }
+    }
+}

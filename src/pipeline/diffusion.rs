@@ -16,7 +16,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::color_fix::ColorFix;
 use super::load::{Precision, ProcessorSettings};
-use super::processor::{CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput};
+use super::processor::{
+    ensure_finite, CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput,
+};
 use super::resize::{crop_hw, pad_to_multiple};
 use crate::model::turbovsr::denoiser::{pack_latents, unpack_latents};
 use crate::model::turbovsr::{ConditionedDenoiser, TurboVsrConfig, TurboVsrDenoiser};
@@ -417,12 +419,19 @@ impl DiffusionProcessor {
             None
         };
         stats.video = t0.elapsed();
+        ensure_finite(&z, || {
+            format!("window {}: the denoised latent", input.index)
+        })?;
         cancel.check()?;
 
         let t0 = Instant::now();
         let z = self.vae.denormalize_latents(&z)?.to_dtype(dtype)?;
         let timestep = Tensor::new(&[self.config.decode_timestep as f32], &self.device)?;
         let video = self.vae.decode(&z, Some(&timestep))?;
+        // Checked before clamping, which would hide NaN as a valid pixel value.
+        ensure_finite(&video, || {
+            format!("window {}: the decoded video", input.index)
+        })?;
         // (1, 3, f, H', W') -> (3, f, H, W)
         let video = crop_hw(&video, out_h, out_w)?
             .squeeze(0)?

@@ -66,6 +66,22 @@ impl CancelToken {
     }
 }
 
+/// Fails when `t` holds a NaN or an infinity: a model that diverged (bad weights, overflow in
+/// half precision) must stop the stream with an error naming `what`, never send garbage frames
+/// downstream. One reduction on the tensor's device; a non-finite value makes the sum
+/// non-finite.
+pub fn ensure_finite(t: &Tensor, what: impl FnOnce() -> String) -> Result<(), ProcessError> {
+    let sum = t
+        .to_dtype(candle_core::DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    if sum.is_finite() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{} contains NaN or infinite values", what()).into())
+    }
+}
+
 /// What a processor keeps on its device from one window to the next (DESIGN §5: device memory
 /// bounded whatever the stream length).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
