@@ -647,3 +647,39 @@ fn random_sizes_formats_and_event_orders_lose_only_flushed_frames() {
         }
     }
 }
+
+#[test]
+fn live_source_with_a_syncing_sink_gets_no_late_buffers() {
+    init();
+    // 25 fps live, window 9: the element reports upstream + 9 frames + its window time, the
+    // sink waits that long before rendering, so every buffer arrives in time.
+    let pipeline = gst::parse::launch(
+        "videotestsrc is-live=true num-buffers=60 ! video/x-raw,format=I420,width=32,height=32,framerate=25/1 ! \
+         turbovsr name=sr model=bicubic window=9 overlap=1 scale=2 ! fakesink name=out sync=true qos=true",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut late = Vec::new();
+    loop {
+        let msg = bus
+            .timed_pop(gst::ClockTime::from_seconds(30))
+            .expect("the live pipeline finishes");
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{} {:?}", e.error(), e.debug()),
+            gst::MessageView::Qos(q) => late.push(q.get().1),
+            gst::MessageView::Latency(_) => pipeline.recalculate_latency().unwrap(),
+            _ => {}
+        }
+    }
+    let mut query = gst::query::Latency::new();
+    assert!(pipeline.query(&mut query));
+    let (live, min, _) = query.result();
+    assert!(live);
+    assert!(min >= FRAME * 9, "latency {min} covers the window");
+    assert!(late.is_empty(), "late buffers at {late:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+}
