@@ -9,18 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
 
-/// Peak resident set size of this process in KiB (VmHWM).
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
+#[path = "common/rss.rs"]
+mod rss;
+use rss::peak_rss_kib;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
