@@ -16,6 +16,11 @@ enum Command {
     /// Write a randomly initialised checkpoint folder (tests, demos, benchmarks; it upscales
     /// nothing meaningfully).
     MakeTestModel(gstturbovsr::model::turbovsr::test_model::MakeTestModelArgs),
+    /// Report a model's layout, VAE generation, transformer size, parameters, dtypes, TurboVSR
+    /// keys and problems; fails when the model cannot run.
+    Inspect(gstturbovsr::model::checkpoint::inspect::InspectArgs),
+    /// Convert between the single-file LTX-Video layout and the checkpoint folder.
+    Convert(gstturbovsr::model::checkpoint::inspect::ConvertArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -23,6 +28,8 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Forward(args) => gstturbovsr::model::forward::run(args),
         Command::MakeTestModel(args) => gstturbovsr::model::turbovsr::test_model::run(args),
+        Command::Inspect(args) => gstturbovsr::model::checkpoint::inspect::run_inspect(args),
+        Command::Convert(args) => gstturbovsr::model::checkpoint::inspect::run_convert(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
