@@ -172,6 +172,7 @@ impl DiffusionProcessor {
             );
         }
         let ck = Checkpoint::open(model)?;
+        ck.check_complete()?;
         let config = match ck.settings_dir() {
             Some(dir) => TurboVsrConfig::load(dir)?,
             None => TurboVsrConfig::default(),

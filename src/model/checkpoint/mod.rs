@@ -14,11 +14,13 @@
 //! - a single-file checkpoint given as the path itself (`turbovsr.json` defaults);
 //! - one diffusers module folder (`config.json` + weights), for `turbovsr forward` and tests.
 //!
-//! Files by concern: [`safetensors`] (header and index parsing with validation), [`ltx_keys`]
+//! Files by concern: [`header`] (header and index parsing with validation), [`safetensors`]
+//! (memory-mapped files), [`ltx_keys`]
 //! (the single-file key mapping and generation detection), [`weights`] (the `VarBuilder`
 //! backend: memory-mapped, converted to the run precision, used keys tracked), [`inspect`]
 //! (`turbovsr inspect` and `turbovsr convert`).
 
+pub mod header;
 pub mod inspect;
 pub mod ltx_keys;
 pub mod safetensors;
@@ -117,6 +119,17 @@ pub fn open_diffusers_weights(dir: &Path) -> Result<Weights> {
     )
 }
 
+fn no_weights(dir: &Path) -> String {
+    if !dir.is_dir() {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        return format!("missing {name}/ ({})", dir.display());
+    }
+    format!(
+        "{} holds no weights (no {DIFFUSERS_WEIGHTS} or {DIFFUSERS_INDEX})",
+        dir.display()
+    )
+}
+
 fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -171,41 +184,60 @@ impl Checkpoint {
                 single: None,
             });
         }
-        let candidates = single_file_candidates(path)?;
-        match candidates.as_slice() {
-            [file] => Self::single(file.clone(), Some(path.to_path_buf()), path),
-            [] => {
-                let missing: Vec<&str> = ["vae", "transformer"]
-                    .into_iter()
-                    .filter(|sub| !path.join(sub).is_dir())
-                    .collect();
-                if !missing.is_empty() {
-                    bail!(
-                        "model path '{}' is not a TurboVSR checkpoint folder: missing {} (and no \
-                         single-file LTX-Video checkpoint *.safetensors in it)",
-                        path.display(),
-                        missing
-                            .iter()
-                            .map(|m| format!("{m}/"))
-                            .collect::<Vec<_>>()
-                            .join(" and ")
-                    );
+        // `*.safetensors` beside the sub-folders that are LTX single files stand in for them;
+        // other safetensors files (inputs, outputs of `turbovsr forward`) are not the model's.
+        let mut singles = Vec::new();
+        let mut unreadable = None;
+        for file in single_file_candidates(path)? {
+            match SafetensorsFile::open(&file) {
+                Ok(st) if ltx_keys::is_ltx_single_file(&st.header.tensors) => {
+                    singles.push((file, st))
                 }
+                Ok(_) => {}
+                Err(e) => {
+                    unreadable.get_or_insert(e);
+                }
+            }
+        }
+        let has_sub = ["vae", "transformer"].iter().any(|s| path.join(s).is_dir());
+        match singles.len() {
+            1 => {
+                let (file, st) = singles.pop().expect("one");
                 Ok(Self {
                     path: path.to_path_buf(),
-                    layout: Layout::Folder {
-                        root: path.to_path_buf(),
+                    layout: Layout::SingleFile {
+                        file,
+                        root: Some(path.to_path_buf()),
                     },
-                    single: None,
+                    single: Some(Arc::new(st)),
                 })
             }
-            several => bail!(
-                "model path '{}' holds several .safetensors files ({}): a checkpoint folder holds \
-                 at most one single-file checkpoint besides {PROMPT_EMBEDS_FILE}",
+            0 if has_sub => Ok(Self {
+                path: path.to_path_buf(),
+                layout: Layout::Folder {
+                    root: path.to_path_buf(),
+                },
+                single: None,
+            }),
+            0 => match unreadable {
+                Some(e) => Err(e.context(format!(
+                    "model path '{}' has no vae/ or transformer/, and its .safetensors file \
+                     cannot be read",
+                    path.display()
+                ))),
+                None => bail!(
+                    "model path '{}' is not a TurboVSR checkpoint folder: missing vae/ and \
+                     transformer/ (and no single-file LTX-Video checkpoint *.safetensors in it)",
+                    path.display()
+                ),
+            },
+            _ => bail!(
+                "model path '{}' holds several single-file LTX-Video checkpoints ({}): a \
+                 checkpoint folder holds at most one",
                 path.display(),
-                several
+                singles
                     .iter()
-                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .filter_map(|(p, _)| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -253,6 +285,33 @@ impl Checkpoint {
             Layout::SingleFile { root: None, .. } => "single-file LTX-Video checkpoint".into(),
             Layout::Module { .. } => "diffusers module folder (config.json + weights)".into(),
         }
+    }
+
+    /// Fails when the VAE or the transformer has no place in the layout (a folder without
+    /// `transformer/`, a single file without `vae.*` keys and no `vae/`), naming what is missing.
+    /// A whole TurboVSR model needs both; one module (`turbovsr forward`) needs one.
+    pub fn check_complete(&self) -> Result<()> {
+        let keys = self.single.as_ref().map(|s| &s.header.tensors);
+        let missing: Vec<&str> = [
+            ("vae", keys.is_some_and(ltx_keys::has_vae)),
+            ("transformer", keys.is_some_and(ltx_keys::has_transformer)),
+        ]
+        .into_iter()
+        .filter(|(sub, in_single)| !in_single && !self.sub(sub).is_some_and(|d| d.is_dir()))
+        .map(|(sub, _)| sub)
+        .collect();
+        if matches!(self.layout, Layout::Module { .. }) || missing.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "model path '{}' is not a TurboVSR checkpoint folder: missing {}",
+            self.path.display(),
+            missing
+                .iter()
+                .map(|m| format!("{m}/"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )
     }
 
     /// The single file, when the layout has one.
@@ -315,11 +374,11 @@ impl Checkpoint {
                 self.path.display(),
                 match &self.single {
                     Some(s) => format!(
-                        "{} has no vae.* keys and {} holds no weights",
+                        "{} has no vae.* keys and {}",
                         s.path.display(),
-                        dir.display()
+                        no_weights(&dir)
                     ),
-                    None => format!("{} holds no weights", dir.display()),
+                    None => no_weights(&dir),
                 }
             ),
             None => bail!(
@@ -368,9 +427,9 @@ impl Checkpoint {
         match self.sub("transformer") {
             Some(dir) if has_diffusers_weights(&dir) => diffusers_transformer(&dir),
             Some(dir) => bail!(
-                "{}: no transformer: {} holds no weights{}",
+                "{}: no transformer: {}{}",
                 self.path.display(),
-                dir.display(),
+                no_weights(&dir),
                 match &self.single {
                     Some(s) => format!(
                         " and {} has no model.diffusion_model.* keys",
