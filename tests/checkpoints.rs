@@ -806,3 +806,53 @@ fn parsers_survive_random_and_mutated_input() {
     assert!(parse_header(&header, seed_file.len() as u64, path).is_ok());
     eprintln!("{parsed} of 3000 mutated inputs parsed");
 }
+
+/// The whole TurboVSR processor runs from a folder whose single file stands in for `vae/` and
+/// `transformer/`, and gives bit-identical frames; a bare file with the tiny model's non-preset
+/// shapes is refused naming the preset and the key.
+#[test]
+fn processor_runs_from_a_single_file_checkpoint() {
+    use gstturbovsr::pipeline::{CancelToken, DiffusionProcessor, FrameProcessor, WindowInput};
+    let folder = tiny_model("proc-folder");
+    let single = scratch("proc-single");
+    convert(
+        &Checkpoint::open(&folder).unwrap(),
+        &single,
+        ConvertTo::SingleFile,
+        None,
+    )
+    .unwrap();
+    let settings = gstturbovsr::pipeline::ProcessorSettings {
+        steps: 1,
+        ..Default::default()
+    };
+    let frames = Tensor::arange(0f32, 3.0 * 32.0 * 32.0, &Device::Cpu)
+        .unwrap()
+        .reshape((3, 1, 32, 32))
+        .unwrap()
+        .affine(1.0 / 3072.0, -0.5)
+        .unwrap();
+    let run = |model: &Path| {
+        let mut p = DiffusionProcessor::load(model, &settings, &Device::Cpu)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", model.display()));
+        let input = WindowInput {
+            index: 0,
+            frames: &frames,
+            real_frames: 1,
+            emit: 0..1,
+            starts_stream: true,
+        };
+        p.process(&input, &CancelToken::default()).unwrap()
+    };
+    assert!(same(&run(&folder), &run(&single)));
+
+    let e = err_text(DiffusionProcessor::load(
+        &single.join("ltx-video.safetensors"),
+        &settings,
+        &Device::Cpu,
+    ));
+    assert!(
+        e.contains("preset") && e.contains("ltx-video.safetensors") && e.contains("shape"),
+        "{e}"
+    );
+}

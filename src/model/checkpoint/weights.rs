@@ -357,11 +357,13 @@ pub fn summarize<'a>(
     (params, dtypes)
 }
 
-/// `anyhow` context for a module build: the files it reads.
-pub fn loading(what: &str, weights: &Weights) -> impl FnOnce() -> String {
+/// `anyhow` context for a module build: the files it reads and where its config came from (a
+/// shape error against a preset says so).
+pub fn loading(what: &str, weights: &Weights, config_source: &str) -> impl FnOnce() -> String {
     let label = weights.files_label();
     let what = what.to_string();
-    move || format!("loading {what} from {label}")
+    let config = config_source.to_string();
+    move || format!("loading {what} from {label} with the config of {config}")
 }
 
 /// Reads a safetensors file fully through the checked parser (small files: prompt embeddings).

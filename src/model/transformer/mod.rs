@@ -106,7 +106,11 @@ impl LtxVideoTransformer3DModel {
     pub fn from_pretrained(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let ck = crate::model::checkpoint::Checkpoint::open(dir)?.transformer()?;
         let model = Self::new(&ck.config, ck.weights.var_builder(dtype, device)).with_context(
-            crate::model::checkpoint::weights::loading("LTXVideoTransformer3DModel", &ck.weights),
+            crate::model::checkpoint::weights::loading(
+                "LTXVideoTransformer3DModel",
+                &ck.weights,
+                &ck.config_source,
+            ),
         )?;
         ck.weights.check_unused(
             &format!("the transformer config ({})", ck.config_source),

@@ -98,6 +98,7 @@ impl TurboVsrDenoiser {
         .with_context(crate::model::checkpoint::weights::loading(
             "the TurboVSR transformer",
             &ck.weights,
+            &ck.config_source,
         ))?;
         ck.weights.check_unused(
             &format!(

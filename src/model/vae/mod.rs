@@ -81,7 +81,7 @@ impl AutoencoderKlLtxVideo {
         dtype: DType,
     ) -> anyhow::Result<Self> {
         let vae = Self::new(&ck.config, ck.weights.var_builder(dtype, device)).with_context(
-            crate::model::checkpoint::weights::loading("the VAE", &ck.weights),
+            crate::model::checkpoint::weights::loading("the VAE", &ck.weights, &ck.config_source),
         )?;
         ck.weights
             .check_unused(&format!("the VAE config ({})", ck.config_source), |_| false)?;
