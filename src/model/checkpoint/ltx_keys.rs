@@ -268,7 +268,7 @@ impl VaeGeneration {
     /// The single-file name of a diffusers VAE key: the inverse of
     /// [`Self::vae_key_to_diffusers`], checked by mapping it forward again.
     pub fn vae_key_to_original(self, key: &str) -> Result<String> {
-        let (decoder, encoder): (&[(&str, &str)], &[(&str, &str)]) = match self {
+        let (decoder, encoder): (&[Rename], &[Rename]) = match self {
             Self::V090 => (&DECODER_090, &ENCODER_090),
             Self::V091 => (&DECODER_091, &ENCODER_090),
             Self::V095 => (&DECODER_091, &ENCODER_095),
@@ -321,6 +321,9 @@ impl VaeGeneration {
         }
     }
 }
+
+/// A (from, to) key-part rename.
+type Rename = (&'static str, &'static str);
 
 /// diffusers -> original block prefixes of the 0.9.0 decoder (longest first where they nest).
 const DECODER_090: [(&str, &str); 10] = [
