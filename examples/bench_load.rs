@@ -7,7 +7,8 @@
 //! TurboVSR head and the 0.9.1 VAE) to DIR (default `out/bench-load-ltx-2b`) unless it is
 //! there, then loads the VAE and the denoiser in bf16 in a child process (so its peak resident
 //! set, VmHWM, counts the load alone) and prints the peak against the weight files' size.
-//! Removes DIR afterwards unless `--keep`.
+//! Removes DIR afterwards unless `--keep`. DIR may also be an existing checkpoint in any layout,
+//! e.g. the single file `turbovsr convert` writes from it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -51,6 +52,9 @@ fn load(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn file_bytes(dir: &Path) -> anyhow::Result<u64> {
+    if dir.is_file() {
+        return Ok(std::fs::metadata(dir)?.len());
+    }
     let mut total = 0;
     for sub in ["vae", "transformer"] {
         for e in std::fs::read_dir(dir.join(sub))? {
@@ -74,7 +78,8 @@ fn main() -> anyhow::Result<()> {
         .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("out/bench-load-ltx-2b"));
-    let made = !dir.join("transformer").is_dir();
+    // DIR may also be a single-file checkpoint (`turbovsr convert DIR FILE.safetensors`).
+    let made = !dir.is_file() && !dir.join("transformer").is_dir();
     if made {
         let start = Instant::now();
         write_test_model(&dir, &TestModelOptions::new(Preset::Ltx2b))?;
