@@ -18,6 +18,11 @@ enum Command {
     MakeTestModel(gstturbovsr::model::turbovsr::test_model::MakeTestModelArgs),
     /// Upscale a video file to a video file (or PNG frames) with a progress line.
     Upscale(gstturbovsr::upscale_cli::UpscaleArgs),
+    /// Report a model's layout, VAE generation, transformer size, parameters, dtypes, TurboVSR
+    /// keys and problems; fails when the model cannot run.
+    Inspect(gstturbovsr::model::checkpoint::inspect::InspectArgs),
+    /// Convert between the single-file LTX-Video layout and the checkpoint folder.
+    Convert(gstturbovsr::model::checkpoint::inspect::ConvertArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +31,8 @@ fn main() -> std::process::ExitCode {
         Command::Forward(args) => gstturbovsr::model::forward::run(args),
         Command::MakeTestModel(args) => gstturbovsr::model::turbovsr::test_model::run(args),
         Command::Upscale(args) => gstturbovsr::upscale_cli::run(args),
+        Command::Inspect(args) => gstturbovsr::model::checkpoint::inspect::run_inspect(args),
+        Command::Convert(args) => gstturbovsr::model::checkpoint::inspect::run_convert(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

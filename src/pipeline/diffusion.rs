@@ -20,14 +20,14 @@ use super::processor::{
     ensure_finite, CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput,
 };
 use super::resize::{crop_hw, pad_to_multiple};
+use crate::model::checkpoint::Checkpoint;
 use crate::model::turbovsr::denoiser::{pack_latents, unpack_latents};
 use crate::model::turbovsr::{ConditionedDenoiser, TurboVsrConfig, TurboVsrDenoiser};
 use crate::model::vae::{AutoencoderKlLtxVideo, VaeTiling};
 use crate::sample::tiles::{plan_tiles, Tile, TileVelocity, TiledVelocity};
 use crate::sample::{plan, sample, FixedNoise, VelocityModel};
 
-/// The optional prompt embedding file of a checkpoint folder (DESIGN §3.3).
-pub const PROMPT_EMBEDS_FILE: &str = "prompt_embeds.safetensors";
+pub use crate::model::checkpoint::PROMPT_EMBEDS_FILE;
 
 /// Transformer evaluations and time per stage of the last window (for tests and benchmarks).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -93,18 +93,21 @@ fn dtype_for(precision: Precision, device: &Device) -> DType {
     }
 }
 
-/// Reads `prompt_embeds` [L, C] and `prompt_attention_mask` [L] from `path`.
-fn load_prompt(
+/// Reads `prompt_embeds` [L, C] and `prompt_attention_mask` [L] (optional: all ones) from
+/// `path` (DESIGN §3.3), checked against the transformer's `caption_channels`: (1, L, C) and
+/// (1, L) on `device`. Errors name the file, the key and the expected shape.
+pub fn load_prompt(
     path: &Path,
     caption_channels: usize,
     device: &Device,
 ) -> anyhow::Result<(Tensor, Tensor)> {
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-        .with_context(|| format!("reading prompt embeddings {}", path.display()))?;
+    let p = path.display();
+    let tensors = crate::model::checkpoint::weights::read_all(path)
+        .with_context(|| format!("reading prompt embeddings {p}"))?;
     let embeds = tensors.get("prompt_embeds").with_context(|| {
         format!(
-            "{}: no tensor `prompt_embeds` [L, {caption_channels}]",
-            path.display()
+            "{p}: missing key `prompt_embeds` (expected shape [L, {caption_channels}]; it has: {})",
+            tensors.keys().cloned().collect::<Vec<_>>().join(", ")
         )
     })?;
     let (l, c) = embeds
@@ -113,25 +116,47 @@ fn load_prompt(
         .filter(|&(l, c)| l > 0 && c == caption_channels)
         .with_context(|| {
             format!(
-                "{}: `prompt_embeds` has shape {:?}, expected [L, {caption_channels}]",
-                path.display(),
+                "{p}: key `prompt_embeds` has shape {:?}, expected [L, {caption_channels}] (L >= 1; \
+                 {caption_channels} = the transformer's caption_channels)",
                 embeds.dims()
             )
         })?;
+    if !embeds.dtype().is_float() {
+        bail!(
+            "{p}: key `prompt_embeds` has dtype {:?}, expected a float type",
+            embeds.dtype()
+        );
+    }
+    let embeds = embeds.to_dtype(DType::F32)?;
+    if embeds
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .any(|v| !v.is_finite())
+    {
+        bail!("{p}: key `prompt_embeds` holds NaN or infinite values");
+    }
     let mask = match tensors.get("prompt_attention_mask") {
-        Some(m) if m.dims() == [l] => m.to_dtype(DType::F32)?,
+        Some(m) if m.dims() == [l] => {
+            let m = m.to_dtype(DType::F32)?;
+            let values = m.to_vec1::<f32>()?;
+            if values.iter().any(|v| *v != 0.0 && *v != 1.0) {
+                bail!("{p}: key `prompt_attention_mask` must hold only 0 and 1");
+            }
+            if !values.contains(&1.0) {
+                bail!("{p}: key `prompt_attention_mask` masks every prompt token");
+            }
+            m
+        }
         Some(m) => bail!(
-            "{}: `prompt_attention_mask` has shape {:?}, expected [{l}]",
-            path.display(),
+            "{p}: key `prompt_attention_mask` has shape {:?}, expected [{l}] (one entry per \
+             prompt_embeds row)",
             m.dims()
         ),
         None => Tensor::ones(l, DType::F32, &Device::Cpu)?,
     };
     Ok((
-        embeds
-            .to_dtype(DType::F32)?
-            .reshape((1, l, c))?
-            .to_device(device)?,
+        embeds.reshape((1, l, c))?.to_device(device)?,
         mask.reshape((1, l))?.to_device(device)?,
     ))
 }
@@ -150,7 +175,12 @@ impl DiffusionProcessor {
                 crate::sample::schedule::VALID_STEPS
             );
         }
-        let config = TurboVsrConfig::load(model)?;
+        let ck = Checkpoint::open(model)?;
+        ck.check_complete()?;
+        let config = match ck.settings_dir() {
+            Some(dir) => TurboVsrConfig::load(dir)?,
+            None => TurboVsrConfig::default(),
+        };
         let dtype = dtype_for(settings.precision, device);
         // candle's CPU convolution has no bf16 kernel: a bf16 VAE on the CPU runs in f32.
         let vae_dtype = if device.is_cpu() && dtype == DType::BF16 {
@@ -158,8 +188,10 @@ impl DiffusionProcessor {
         } else {
             dtype
         };
-        let mut vae = AutoencoderKlLtxVideo::load(&model.join("vae"), device, vae_dtype)
+        let vae_ck = ck.vae()?;
+        let mut vae = AutoencoderKlLtxVideo::from_checkpoint(&vae_ck, device, vae_dtype)
             .with_context(|| format!("loading the VAE of {}", model.display()))?;
+        drop(vae_ck);
         // Memory bounded by the tile size, not the frame size (DESIGN §5). Time is not tiled: a
         // window is already a bounded clip, and the reference's temporal tiled decode (mirrored
         // for parity in vae/tiling.rs) blends its tiles one frame out of step, so from 33 frames
@@ -170,38 +202,40 @@ impl DiffusionProcessor {
             ..VaeTiling::default()
         })?;
         let vae_cfg = vae.config().clone();
-        let tf_dir = model.join("transformer");
-        let tf_cfg_probe: crate::model::transformer::LtxTransformerConfig = serde_json::from_str(
-            &std::fs::read_to_string(tf_dir.join("config.json"))
-                .with_context(|| format!("reading {}", tf_dir.join("config.json").display()))?,
-        )
-        .with_context(|| format!("parsing {}", tf_dir.join("config.json").display()))?;
-        let (p, pt) = (tf_cfg_probe.patch_size, tf_cfg_probe.patch_size_t);
+        let tf_ck = ck.transformer()?;
+        let tf_cfg = &tf_ck.config;
+        let (p, pt) = (tf_cfg.patch_size, tf_cfg.patch_size_t);
         if pt != 1 {
             bail!(
                 "{}: patch_size_t={pt} is not supported (the conditioning frame must be its own tokens)",
-                tf_dir.join("config.json").display()
+                tf_ck.config_source
             );
         }
         let cond_channels = vae_cfg.latent_channels * p * p;
-        if tf_cfg_probe.in_channels != cond_channels || tf_cfg_probe.out_channels() != cond_channels
-        {
+        if tf_cfg.in_channels != cond_channels || tf_cfg.out_channels() != cond_channels {
             bail!(
                 "{}: in_channels={} / out_channels={} do not match the VAE's {} latent channels \
                  patchified by {p}x{p} ({cond_channels})",
-                tf_dir.join("config.json").display(),
-                tf_cfg_probe.in_channels,
-                tf_cfg_probe.out_channels(),
+                tf_ck.config_source,
+                tf_cfg.in_channels,
+                tf_cfg.out_channels(),
                 vae_cfg.latent_channels
             );
         }
-        let denoiser =
-            TurboVsrDenoiser::load(&tf_dir, cond_channels, config.cond_scale, dtype, device)?;
+        let denoiser = TurboVsrDenoiser::from_checkpoint(
+            &tf_ck,
+            cond_channels,
+            config.cond_scale,
+            dtype,
+            device,
+        )?;
+        drop(tf_ck);
         let caption = denoiser.config().caption_channels;
-        let prompt_path: Option<PathBuf> = settings
-            .prompt_embeds
-            .clone()
-            .or_else(|| Some(model.join(PROMPT_EMBEDS_FILE)).filter(|p| p.is_file()));
+        let prompt_path: Option<PathBuf> = settings.prompt_embeds.clone().or_else(|| {
+            ck.settings_dir()
+                .map(|d| d.join(PROMPT_EMBEDS_FILE))
+                .filter(|p| p.is_file())
+        });
         let (prompt, prompt_mask) = match prompt_path {
             Some(path) => load_prompt(&path, caption, device)?,
             // DESIGN §3.3: a zero embedding of length 1 with mask 1.

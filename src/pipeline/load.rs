@@ -94,8 +94,8 @@ pub fn select_device(settings: &ProcessorSettings) -> anyhow::Result<Device> {
     }
 }
 
-/// Loads the processor named by `model`: `bicubic`, or a TurboVSR checkpoint folder
-/// (DESIGN §3.3). Every error names the path and the reason.
+/// Loads the processor named by `model`: `bicubic`, a TurboVSR checkpoint folder (DESIGN §3.3)
+/// or a single-file LTX-Video checkpoint (see [`crate::model::checkpoint`]). Every error names the path and the reason.
 pub fn load_processor(
     model: &str,
     settings: &ProcessorSettings,
@@ -108,29 +108,6 @@ pub fn load_processor(
         return Ok((Box::new(BicubicProcessor), device));
     }
     let path = Path::new(model);
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot open model path '{}'", path.display()))?;
-    if !meta.is_dir() {
-        bail!(
-            "model path '{}' is a file; expected a TurboVSR checkpoint folder with vae/ and transformer/",
-            path.display()
-        );
-    }
-    let missing: Vec<&str> = ["vae", "transformer"]
-        .into_iter()
-        .filter(|sub| !path.join(sub).is_dir())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "model path '{}' is not a TurboVSR checkpoint folder: missing {}",
-            path.display(),
-            missing
-                .iter()
-                .map(|m| format!("{m}/"))
-                .collect::<Vec<_>>()
-                .join(" and ")
-        );
-    }
     let processor = DiffusionProcessor::load(path, settings, &device)
         .with_context(|| format!("cannot load model '{}'", path.display()))?;
     Ok((Box::new(processor), device))

@@ -17,7 +17,7 @@ pub mod layers;
 pub mod rope;
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use candle_core::{DType, Device, Module, Result, Tensor};
@@ -98,31 +98,25 @@ impl LtxVideoTransformer3DModel {
         })
     }
 
-    /// Loads a diffusers folder (`config.json` + `diffusion_pytorch_model*.safetensors`, sharded
-    /// or not), or a checkpoint folder holding it as `transformer/`.
+    /// Loads the transformer of a model path: a diffusers folder (`config.json` +
+    /// `diffusion_pytorch_model*.safetensors`, sharded or not), a checkpoint folder holding it as
+    /// `transformer/`, or a single-file LTX-Video checkpoint (see [`crate::model::checkpoint`]).
+    /// Unexpected keys are an error, except TurboVSR's head keys (DESIGN §3.2), which belong to
+    /// the denoiser.
     pub fn from_pretrained(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
-        let dir = transformer_dir(dir)?;
-        let config_path = dir.join("config.json");
-        let cfg: LtxTransformerConfig = serde_json::from_str(
-            &std::fs::read_to_string(&config_path)
-                .with_context(|| format!("reading {}", config_path.display()))?,
-        )
-        .with_context(|| format!("parsing {}", config_path.display()))?;
-        let files = weight_files(&dir)?;
-        // SAFETY: the files are mapped read-only for the lifetime of the tensors built from them;
-        // like every mmap user we rely on nobody truncating them meanwhile.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-            .with_context(|| format!("opening the weights in {}", dir.display()))?;
-        Self::new(&cfg, vb).with_context(|| {
-            format!(
-                "loading LTXVideoTransformer3DModel from {}",
-                files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
+        let ck = crate::model::checkpoint::Checkpoint::open(dir)?.transformer()?;
+        let model = Self::new(&ck.config, ck.weights.var_builder(dtype, device)).with_context(
+            crate::model::checkpoint::weights::loading(
+                "LTXVideoTransformer3DModel",
+                &ck.weights,
+                &ck.config_source,
+            ),
+        )?;
+        ck.weights.check_unused(
+            &format!("the transformer config ({})", ck.config_source),
+            crate::model::checkpoint::is_turbovsr_head_key,
+        )?;
+        Ok(model)
     }
 
     pub fn config(&self) -> &LtxTransformerConfig {
@@ -306,41 +300,4 @@ impl LtxVideoTransformer3DModel {
         }
         Ok((b, n, l))
     }
-}
-
-/// `dir` itself when it holds `config.json`, else `dir/transformer`.
-fn transformer_dir(dir: &Path) -> anyhow::Result<PathBuf> {
-    if dir.join("config.json").is_file() {
-        return Ok(dir.to_path_buf());
-    }
-    let sub = dir.join("transformer");
-    if sub.join("config.json").is_file() {
-        return Ok(sub);
-    }
-    anyhow::bail!(
-        "{} is not a transformer folder: neither it nor {} holds a config.json",
-        dir.display(),
-        sub.display()
-    )
-}
-
-/// The `diffusion_pytorch_model*.safetensors` files of a diffusers folder (all shards), sorted.
-fn weight_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.starts_with("diffusion_pytorch_model") && n.ends_with(".safetensors")
-            })
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        anyhow::bail!(
-            "no diffusion_pytorch_model*.safetensors in {}",
-            dir.display()
-        );
-    }
-    Ok(files)
 }

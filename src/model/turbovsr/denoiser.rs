@@ -67,8 +67,8 @@ impl TurboVsrDenoiser {
         })
     }
 
-    /// Loads `transformer/` of a checkpoint folder (or a diffusers transformer folder itself).
-    /// Errors name the file and the key.
+    /// Loads the transformer of a model path (a checkpoint folder's `transformer/`, a diffusers
+    /// transformer folder, or a single-file checkpoint). Errors name the file and the key.
     pub fn load(
         dir: &Path,
         cond_channels: usize,
@@ -76,29 +76,38 @@ impl TurboVsrDenoiser {
         dtype: DType,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        let dir = if dir.join("transformer").join("config.json").is_file() {
-            dir.join("transformer")
-        } else {
-            dir.to_path_buf()
-        };
-        let config_path = dir.join("config.json");
-        let cfg: LtxTransformerConfig = serde_json::from_str(
-            &std::fs::read_to_string(&config_path)
-                .with_context(|| format!("reading {}", config_path.display()))?,
+        let ck = crate::model::checkpoint::Checkpoint::open(dir)?.transformer()?;
+        Self::from_checkpoint(&ck, cond_channels, cond_scale, dtype, device)
+    }
+
+    /// Builds the denoiser from a resolved checkpoint, weights converted to `dtype`; keys that
+    /// neither the LTX transformer nor the TurboVSR head read are an error.
+    pub fn from_checkpoint(
+        ck: &crate::model::checkpoint::TransformerCheckpoint,
+        cond_channels: usize,
+        cond_scale: f64,
+        dtype: DType,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let model = Self::new(
+            &ck.config,
+            cond_channels,
+            cond_scale,
+            ck.weights.var_builder(dtype, device),
         )
-        .with_context(|| format!("parsing {}", config_path.display()))?;
-        let files = crate::model::vae::weight_files(&dir)?;
-        let names = files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        // SAFETY: mapped read-only for the lifetime of the tensors built from them; like every
-        // mmap user we rely on nobody truncating the files meanwhile.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-            .with_context(|| format!("opening {names}"))?;
-        Self::new(&cfg, cond_channels, cond_scale, vb)
-            .with_context(|| format!("loading the TurboVSR transformer from {names}"))
+        .with_context(crate::model::checkpoint::weights::loading(
+            "the TurboVSR transformer",
+            &ck.weights,
+            &ck.config_source,
+        ))?;
+        ck.weights.check_unused(
+            &format!(
+                "the TurboVSR transformer ({} and the head of DESIGN §3.2)",
+                ck.config_source
+            ),
+            |_| false,
+        )?;
+        Ok(model)
     }
 
     pub fn transformer(&self) -> &LtxVideoTransformer3DModel {

@@ -72,13 +72,14 @@ pub fn vae_config_json(preset: Preset) -> serde_json::Value {
             json!([1, 1, 1, 1, 1]),
             json!([1, 1, 1, 1]),
         ),
-        // Lightricks/LTX-Video 0.9.1 vae/config.json
+        // diffusers/LTX-Video-0.9.1 vae/config.json (the single-file 0.9.1 preset,
+        // checkpoint::ltx_keys)
         Preset::Ltx2b => (
             128,
             json!([128, 256, 512, 512]),
             json!([256, 512, 1024]),
             json!([4, 3, 3, 3, 4]),
-            json!([5, 5, 5, 5]),
+            json!([5, 6, 7, 8]),
         ),
     };
     json!({

@@ -74,7 +74,7 @@ fn d_true() -> bool {
 }
 
 /// `AutoencoderKLLTXVideo` configuration. Unknown fields (`_class_name`, ...) are ignored.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct VaeConfig {
     #[serde(default = "d_in")]
     pub in_channels: usize,

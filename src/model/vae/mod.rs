@@ -14,9 +14,8 @@ pub mod decoder;
 pub mod encoder;
 pub mod noise;
 pub mod tiling;
-pub mod weights;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use candle_core::{bail, DType, Device, Result, Tensor};
@@ -48,52 +47,6 @@ pub struct AutoencoderKlLtxVideo {
     tiling: VaeTiling,
 }
 
-/// The weight files of a diffusers model folder: `diffusion_pytorch_model.safetensors`, or the
-/// shards listed in `diffusion_pytorch_model.safetensors.index.json`.
-pub fn weight_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let single = dir.join("diffusion_pytorch_model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let index = dir.join("diffusion_pytorch_model.safetensors.index.json");
-    if index.is_file() {
-        let text = std::fs::read_to_string(&index)
-            .with_context(|| format!("reading {}", index.display()))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .with_context(|| format!("{} has no `weight_map`", index.display()))?;
-        let mut files: Vec<PathBuf> = map
-            .values()
-            .filter_map(|v| v.as_str())
-            .map(|f| dir.join(f))
-            .collect();
-        files.sort();
-        files.dedup();
-        return Ok(files);
-    }
-    anyhow::bail!(
-        "no diffusion_pytorch_model.safetensors (or .index.json) in {}",
-        dir.display()
-    )
-}
-
-/// The VAE folder of `model`: `model` itself if it holds `config.json`, else `model/vae`.
-pub fn resolve_vae_dir(model: &Path) -> anyhow::Result<PathBuf> {
-    if model.join("vae").join("config.json").is_file() {
-        return Ok(model.join("vae"));
-    }
-    if model.join("config.json").is_file() {
-        return Ok(model.to_path_buf());
-    }
-    anyhow::bail!(
-        "{} is neither a diffusers VAE folder (config.json) nor a folder with vae/config.json",
-        model.display()
-    )
-}
-
 impl AutoencoderKlLtxVideo {
     /// Builds the model from `cfg` with weights under their diffusers names in `vb`.
     pub fn new(cfg: &VaeConfig, vb: VarBuilder) -> Result<Self> {
@@ -112,39 +65,26 @@ impl AutoencoderKlLtxVideo {
         })
     }
 
-    /// Loads a diffusers VAE folder (`config.json` + safetensors) or a checkpoint folder with
-    /// `vae/`. Errors name the file and, for weights, the missing or mis-shaped key.
+    /// Loads the VAE of a model path: a diffusers VAE folder, a checkpoint folder with `vae/`,
+    /// or a single-file LTX-Video checkpoint (see [`crate::model::checkpoint`]). Errors name the
+    /// file and, for weights, the missing, mis-shaped or unexpected key.
     pub fn load(model: &Path, device: &Device, dtype: DType) -> anyhow::Result<Self> {
-        let dir = resolve_vae_dir(model)?;
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("reading {}", cfg_path.display()))?;
-        let cfg = VaeConfig::from_json(&text).with_context(|| cfg_path.display().to_string())?;
-        let files = weight_files(&dir)?;
-        let names = files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let weights =
-            weights::TrackedWeights::open(&files).with_context(|| format!("opening {names}"))?;
-        let vae = Self::new(&cfg, weights.var_builder(dtype, device))
-            .with_context(|| format!("loading the VAE from {names}"))?;
-        let unused = weights.unused();
-        if !unused.is_empty() {
-            let shown = unused
-                .iter()
-                .take(8)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ");
-            anyhow::bail!(
-                "{names}: {} unexpected key(s) that {} does not account for: {shown}{}",
-                unused.len(),
-                cfg_path.display(),
-                if unused.len() > 8 { ", ..." } else { "" }
-            );
-        }
+        let ck = crate::model::checkpoint::Checkpoint::open(model)?.vae()?;
+        Self::from_checkpoint(&ck, device, dtype)
+    }
+
+    /// Builds the VAE from a resolved checkpoint, weights converted to `dtype`; keys the config
+    /// does not read are an error.
+    pub fn from_checkpoint(
+        ck: &crate::model::checkpoint::VaeCheckpoint,
+        device: &Device,
+        dtype: DType,
+    ) -> anyhow::Result<Self> {
+        let vae = Self::new(&ck.config, ck.weights.var_builder(dtype, device)).with_context(
+            crate::model::checkpoint::weights::loading("the VAE", &ck.weights, &ck.config_source),
+        )?;
+        ck.weights
+            .check_unused(&format!("the VAE config ({})", ck.config_source), |_| false)?;
         Ok(vae)
     }
 
