@@ -658,3 +658,113 @@ fn a_model_producing_nan_is_an_error_naming_the_window_and_nothing_is_pushed() {
     pipeline.set_state(gst::State::Null).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn two_elements_share_one_model_and_each_stream_is_correct() {
+    use gstturbovsr::pipeline::{model_users, Precision};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    init();
+    // Its own folder, so that no other test's processors count as users.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("diffusion-shared-model-{}", std::process::id()));
+    write_test_model(&dir, &TestModelOptions::new(Preset::Tiny)).unwrap();
+    {
+        let a = DiffusionProcessor::load(&dir, &settings(1, 0), &Device::Cpu).unwrap();
+        let b = DiffusionProcessor::load(&dir, &settings(2, 7), &Device::Cpu).unwrap();
+        assert!(
+            a.shares_weights_with(&b),
+            "same weights, other sampler settings"
+        );
+        let half = ProcessorSettings {
+            precision: Precision::F16,
+            ..settings(1, 0)
+        };
+        let c = DiffusionProcessor::load(&dir, &half, &Device::Cpu).unwrap();
+        assert!(
+            !c.shares_weights_with(&a),
+            "another precision is another model"
+        );
+        assert_eq!(model_users(&dir), 3);
+    }
+    assert_eq!(model_users(&dir), 0, "released with the last processor");
+
+    // Two streams of different content through two elements in one pipeline.
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=30 pattern=ball ! video/x-raw,format=RGB,width=32,height=32 ! \
+         turbovsr name=a model={m} scale=2 steps=1 window=17 overlap=9 device=cpu ! \
+         appsink name=out_a sync=false \
+         videotestsrc num-buffers=30 pattern=smpte ! video/x-raw,format=RGB,width=32,height=32 ! \
+         turbovsr name=b model={m} scale=2 steps=1 window=17 overlap=9 device=cpu ! \
+         appsink name=out_b sync=false",
+        m = dir.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let users = Arc::new(AtomicUsize::new(0));
+    let frames: Vec<Arc<Mutex<Vec<Vec<u8>>>>> = vec![Default::default(), Default::default()];
+    for (name, out) in ["out_a", "out_b"].iter().zip(&frames) {
+        let sink = pipeline
+            .by_name(name)
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        let (out, users, dir) = (out.clone(), users.clone(), dir.clone());
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    users.fetch_max(model_users(&dir), Ordering::SeqCst);
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let map = sample.buffer().unwrap().map_readable().unwrap().to_vec();
+                    out.lock().unwrap().push(map);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS or an error");
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        users.load(Ordering::SeqCst),
+        2,
+        "both elements run on one loaded model"
+    );
+    let (a, b) = (frames[0].lock().unwrap(), frames[1].lock().unwrap());
+    assert_eq!((a.len(), b.len()), (30, 30));
+    assert!(a.iter().all(|f| f.len() == 64 * 64 * 3));
+    assert_ne!(*a, *b, "each element upscales its own stream");
+
+    // Each stream matches the same stream through an element of its own.
+    let alone = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=30 pattern=ball ! video/x-raw,format=RGB,width=32,height=32 ! \
+         turbovsr model={} scale=2 steps=1 window=17 overlap=9 device=cpu ! \
+         appsink name=out sync=false",
+        dir.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = alone
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    alone.set_state(gst::State::Playing).unwrap();
+    let mut single = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        single.push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
+    }
+    alone.set_state(gst::State::Null).unwrap();
+    assert_eq!(single, *a, "sharing the model changes no output");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

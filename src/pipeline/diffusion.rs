@@ -8,11 +8,14 @@
 //! which is the same frame (DESIGN §5: window k starts where window k - 1 stops emitting). The
 //! latents both windows denoised (after that frame) are averaged before decoding.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
+use parking_lot::Mutex;
 
 use super::color_fix::ColorFix;
 use super::load::{Precision, ProcessorSettings};
@@ -50,19 +53,14 @@ pub struct WindowStats {
 /// TurboVSR on a checkpoint folder.
 pub struct DiffusionProcessor {
     name: String,
-    config: TurboVsrConfig,
-    vae: AutoencoderKlLtxVideo,
-    denoiser: TurboVsrDenoiser,
-    /// Prompt embeddings (1, L, caption_channels) and mask (1, L).
-    prompt: Tensor,
-    prompt_mask: Tensor,
+    /// The weights, shared with every other stream that runs the same checkpoint.
+    model: Arc<LoadedModel>,
     steps: usize,
     /// Spatial denoising tile (height, width) and overlap, in latents (DESIGN §5).
     tile: (usize, usize),
     tile_overlap: usize,
     color_fix: ColorFix,
     noise: FixedNoise,
-    vae_dtype: DType,
     device: Device,
     /// The previous window's last output frame, (1, 3, 1, h, w) in [-1, 1], at the output size:
     /// the next window's first frame.
@@ -161,20 +159,94 @@ pub fn load_prompt(
     ))
 }
 
-impl DiffusionProcessor {
-    /// Loads a checkpoint folder (DESIGN §3.3) on `device`. Errors name the path and the reason.
-    pub fn load(
+/// The weights of a checkpoint on one device, in one precision, with one prompt: what streams
+/// running the same model share (issue 10: two elements, one model in memory).
+pub struct LoadedModel {
+    config: TurboVsrConfig,
+    vae: AutoencoderKlLtxVideo,
+    denoiser: TurboVsrDenoiser,
+    /// Prompt embeddings (1, L, caption_channels) and mask (1, L).
+    prompt: Tensor,
+    prompt_mask: Tensor,
+    vae_dtype: DType,
+}
+
+/// What makes two loads the same model: the checkpoint's canonical path, the device, the
+/// precision, the prompt file, and the size and modification time of every file under the
+/// checkpoint and of the prompt file (weights changed on disk are loaded again, not reused).
+type ModelKey = (PathBuf, String, DType, Option<PathBuf>, Vec<FileStamp>);
+
+/// A file's path, size and modification time.
+type FileStamp = (PathBuf, u64, Option<std::time::SystemTime>);
+
+/// Stamps of `path` (a file) or of the files in it and its sub-folders (a checkpoint folder has
+/// two levels: `vae/`, `transformer/`).
+fn file_stamps(path: &Path, depth: usize, out: &mut Vec<FileStamp>) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.is_file() {
+        out.push((path.to_path_buf(), meta.len(), meta.modified().ok()));
+    } else if meta.is_dir() && depth > 0 {
+        if let Ok(entries) = std::fs::read_dir(path) {
+            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths {
+                file_stamps(&p, depth - 1, out);
+            }
+        }
+    }
+}
+
+/// Models loaded in this process, by key; an entry lives as long as a processor uses it.
+static MODELS: LazyLock<Mutex<HashMap<ModelKey, Weak<LoadedModel>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// How many processors use the model loaded from `model` right now (on any device).
+pub fn model_users(model: &Path) -> usize {
+    let Ok(path) = model.canonicalize() else {
+        return 0;
+    };
+    MODELS
+        .lock()
+        .iter()
+        .filter(|(key, _)| key.0 == path)
+        .map(|(_, model)| model.strong_count())
+        .sum()
+}
+
+impl LoadedModel {
+    /// The model for `model` on `device`: the one already loaded by another stream, or a new
+    /// load. Loads are serialized, so two elements starting together load the weights once.
+    fn shared(
         model: &Path,
         settings: &ProcessorSettings,
         device: &Device,
-    ) -> anyhow::Result<Self> {
-        if !crate::sample::schedule::VALID_STEPS.contains(&settings.steps) {
-            bail!(
-                "steps={} is not one of {:?}",
-                settings.steps,
-                crate::sample::schedule::VALID_STEPS
-            );
+    ) -> anyhow::Result<Arc<Self>> {
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let mut stamps = Vec::new();
+        file_stamps(model, 2, &mut stamps);
+        if let Some(prompt) = &settings.prompt_embeds {
+            file_stamps(prompt, 0, &mut stamps);
         }
+        let key: ModelKey = (
+            canonical(model),
+            format!("{:?}", device.location()),
+            dtype_for(settings.precision, device),
+            settings.prompt_embeds.as_deref().map(canonical),
+            stamps,
+        );
+        let mut models = MODELS.lock();
+        models.retain(|_, m| m.strong_count() > 0);
+        if let Some(loaded) = models.get(&key).and_then(Weak::upgrade) {
+            return Ok(loaded);
+        }
+        let loaded = Arc::new(Self::load(model, settings, device)?);
+        models.insert(key, Arc::downgrade(&loaded));
+        Ok(loaded)
+    }
+
+    fn load(model: &Path, settings: &ProcessorSettings, device: &Device) -> anyhow::Result<Self> {
         let ck = Checkpoint::open(model)?;
         ck.check_complete()?;
         let config = match ck.settings_dir() {
@@ -244,6 +316,34 @@ impl DiffusionProcessor {
                 Tensor::ones((1, 1), DType::F32, device)?,
             ),
         };
+        Ok(Self {
+            config,
+            vae,
+            denoiser,
+            prompt,
+            prompt_mask,
+            vae_dtype,
+        })
+    }
+}
+
+impl DiffusionProcessor {
+    /// Loads a checkpoint folder (DESIGN §3.3) on `device`, or shares the weights another
+    /// stream already loaded from it. Errors name the path and the reason.
+    pub fn load(
+        model: &Path,
+        settings: &ProcessorSettings,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        if !crate::sample::schedule::VALID_STEPS.contains(&settings.steps) {
+            bail!(
+                "steps={} is not one of {:?}",
+                settings.steps,
+                crate::sample::schedule::VALID_STEPS
+            );
+        }
+        let loaded = LoadedModel::shared(model, settings, device)?;
+        let config = &loaded.config;
         let tile = match settings.tile_size {
             0 => (config.tile[1], config.tile[2]),
             t => (t, t),
@@ -258,22 +358,22 @@ impl DiffusionProcessor {
         }
         Ok(Self {
             name: model.display().to_string(),
-            config,
-            vae,
-            denoiser,
-            prompt,
-            prompt_mask,
+            model: loaded,
             steps: settings.steps,
             tile,
             tile_overlap: settings.tile_overlap,
             color_fix: settings.color_fix,
             noise: FixedNoise::new(settings.seed),
-            vae_dtype,
             device: device.clone(),
             last_frame: None,
             overlap_latents: None,
             stats: WindowStats::default(),
         })
+    }
+
+    /// Whether this processor and `other` run on the same weights in memory.
+    pub fn shares_weights_with(&self, other: &DiffusionProcessor) -> bool {
+        Arc::ptr_eq(&self.model, &other.model)
     }
 
     /// Drops the per-stream state: the conditioning frame and the overlapping latents.
@@ -290,8 +390,12 @@ impl DiffusionProcessor {
     /// Encodes a (1, 3, f, H, W) clip in [-1, 1] (H, W multiples of the VAE's compression) to
     /// normalized latents (1, C, t, h, w).
     fn encode(&self, clip: &Tensor) -> anyhow::Result<Tensor> {
-        let mean = self.vae.encode(clip)?.mean;
-        Ok(self.vae.normalize_latents(&mean)?.to_dtype(DType::F32)?)
+        let mean = self.model.vae.encode(clip)?.mean;
+        Ok(self
+            .model
+            .vae
+            .normalize_latents(&mean)?
+            .to_dtype(DType::F32)?)
     }
 
     /// Denoises the latent `(1, C, t, h, w)` from the fixed noise, conditioned on `cond`
@@ -303,7 +407,7 @@ impl DiffusionProcessor {
         first: Option<&Tensor>,
     ) -> anyhow::Result<(Tensor, usize, usize)> {
         let (_, c, t, h, w) = cond.dims5()?;
-        let tc = &self.denoiser.config();
+        let tc = &self.model.denoiser.config();
         let (p, pt) = (tc.patch_size, tc.patch_size_t);
         // Every window starts from the same noise, indexed by latent position (DESIGN §4).
         let mut z = self
@@ -320,16 +424,21 @@ impl DiffusionProcessor {
         let clean = Tensor::from_vec(clean, (1, n), &self.device)?;
         let x = pack_latents(&z, p, pt)?;
         let cond_tokens = pack_latents(cond, p, pt)?;
-        let steps = plan(self.steps, n, &self.config.shift, &self.config.step_sizes)?;
-        let vae = self.vae.config();
+        let steps = plan(
+            self.steps,
+            n,
+            &self.model.config.shift,
+            &self.model.config.step_sizes,
+        )?;
+        let vae = self.model.vae.config();
         let mut model = ConditionedDenoiser {
-            model: &self.denoiser,
+            model: &self.model.denoiser,
             cond: &cond_tokens,
-            prompt: &self.prompt,
-            prompt_mask: Some(&self.prompt_mask),
+            prompt: &self.model.prompt,
+            prompt_mask: Some(&self.model.prompt_mask),
             video_shape: (t / pt, h / p, w / p),
             rope_interpolation_scale: [
-                (vae.temporal_compression() as f64 / self.config.frame_rate) as f32,
+                (vae.temporal_compression() as f64 / self.model.config.frame_rate) as f32,
                 vae.spatial_compression() as f32,
                 vae.spatial_compression() as f32,
             ],
@@ -387,8 +496,8 @@ impl DiffusionProcessor {
             )
             .into());
         }
-        let s = self.vae.config().spatial_compression();
-        let dtype = self.vae_dtype;
+        let s = self.model.vae.config().spatial_compression();
+        let dtype = self.model.vae_dtype;
         let mut stats = WindowStats::default();
         if input.starts_stream {
             self.forget();
@@ -444,7 +553,7 @@ impl DiffusionProcessor {
             }
         }
         // The latents after the last frame this window emits overlap the next window.
-        let t_ratio = self.vae.config().temporal_compression();
+        let t_ratio = self.model.vae.config().temporal_compression();
         let last = input.emit.end - 1;
         let after = last / t_ratio + 1;
         self.overlap_latents = if last % t_ratio == 0 && after < latent_frames {
@@ -459,9 +568,9 @@ impl DiffusionProcessor {
         cancel.check()?;
 
         let t0 = Instant::now();
-        let z = self.vae.denormalize_latents(&z)?.to_dtype(dtype)?;
-        let timestep = Tensor::new(&[self.config.decode_timestep as f32], &self.device)?;
-        let video = self.vae.decode(&z, Some(&timestep))?;
+        let z = self.model.vae.denormalize_latents(&z)?.to_dtype(dtype)?;
+        let timestep = Tensor::new(&[self.model.config.decode_timestep as f32], &self.device)?;
+        let video = self.model.vae.decode(&z, Some(&timestep))?;
         // Checked before clamping, which would hide NaN as a valid pixel value.
         ensure_finite(&video, || {
             format!("window {}: the decoded video", input.index)

@@ -12,7 +12,7 @@ pub mod upscaler;
 pub mod window;
 
 pub use color_fix::ColorFix;
-pub use diffusion::{DiffusionProcessor, WindowStats};
+pub use diffusion::{model_users, DiffusionProcessor, WindowStats};
 pub use engine::{OutputSize, UpscaleEngine};
 pub use format::{frame_to_rgb, rgb_to_frame, FrameLayout, PixelFormat, RgbFrame, YuvMatrix};
 pub use load::{load_processor, DeviceChoice, Precision, ProcessorSettings};
