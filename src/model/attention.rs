@@ -87,7 +87,14 @@ pub fn attention(
     let kv_len = k.dim(2)?;
     if q.device().is_cpu() {
         check_shapes(q, k, v, bias)?;
-        return fused_attention(q, k, v, bias, scale, fused_tiles(q_len, kv_len, max_score_elems));
+        return fused_attention(
+            q,
+            k,
+            v,
+            bias,
+            scale,
+            fused_tiles(q_len, kv_len, max_score_elems),
+        );
     }
     let chunks = ChunkSizes::for_budget(heads, q_len, kv_len, max_score_elems);
     generic_chunked_attention(q, k, v, bias, scale, chunks)
@@ -278,7 +285,9 @@ fn f32_view<'a>(
     };
     let s = layout.stride();
     if s.len() != 4 || (s[3] != 1 && layout.dims()[3] > 1) {
-        candle_core::bail!("fused attention: {what} needs a contiguous last dimension, strides {s:?}");
+        candle_core::bail!(
+            "fused attention: {what} needs a contiguous last dimension, strides {s:?}"
+        );
     }
     Ok((&data[layout.start_offset()..], [s[0], s[1], s[2], 1]))
 }
@@ -572,7 +581,12 @@ fn softmax_update_body<const FMA: bool>(
     if first {
         r.sum.copy_from_slice(r.block);
     } else {
-        for ((l, &c), &b) in r.sum.iter_mut().zip(r.correction.iter()).zip(r.block.iter()) {
+        for ((l, &c), &b) in r
+            .sum
+            .iter_mut()
+            .zip(r.correction.iter())
+            .zip(r.block.iter())
+        {
             *l = *l * c + b;
         }
         for col in acc.chunks_exact_mut(rows) {
@@ -810,9 +824,16 @@ mod tests {
         );
         // the fused CPU kernel's tiles, one per worker thread, stay within the budget too
         let threads = candle_core::utils::get_num_threads().max(1);
-        for (n, budget) in [(14_000, DEFAULT_MAX_SCORE_ELEMS), (14_000, 1 << 12), (5, 1 << 20)] {
+        for (n, budget) in [
+            (14_000, DEFAULT_MAX_SCORE_ELEMS),
+            (14_000, 1 << 12),
+            (5, 1 << 20),
+        ] {
             let t = fused_tiles(n, n, budget);
-            assert!(t.query >= 1 && t.key >= 1 && t.query <= n && t.key <= n, "{t:?}");
+            assert!(
+                t.query >= 1 && t.key >= 1 && t.query <= n && t.key <= n,
+                "{t:?}"
+            );
             assert!(
                 threads * t.query * t.key <= budget.max(threads * t.query),
                 "{n} tokens, budget {budget}: {t:?}"

@@ -235,7 +235,10 @@ impl<'a> F32Data<'a> {
     fn of(t: &'a Tensor) -> Result<Self> {
         let (guard, layout) = t.storage_and_layout();
         let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("cpu kernel: needs a contiguous tensor, got strides {:?}", layout.stride());
+            candle_core::bail!(
+                "cpu kernel: needs a contiguous tensor, got strides {:?}",
+                layout.stride()
+            );
         };
         if !matches!(&*guard, Storage::Cpu(CpuStorage::F32(_))) {
             candle_core::bail!("cpu kernel: needs an f32 CPU tensor");
@@ -357,13 +360,7 @@ fn rms_modulate_row(
 /// One row of [`rms_norm_rope`]: RMS norm with weight, then the rotary embedding of channel
 /// pairs (2i, 2i+1): `(y0 cos0 - y1 sin0, y1 cos1 + y0 sin1)`.
 #[inline(always)]
-fn rms_rope_row(
-    x: &[f32],
-    out: &mut [f32],
-    w: &[f32],
-    eps: f32,
-    rope: Option<(&[f32], &[f32])>,
-) {
+fn rms_rope_row(x: &[f32], out: &mut [f32], w: &[f32], eps: f32, rope: Option<(&[f32], &[f32])>) {
     let inv = 1.0 / (lanes_sumsq(x) / x.len() as f32 + eps).sqrt();
     for ((o, &x), &w) in out.iter_mut().zip(x).zip(w) {
         *o = x * inv * w;
@@ -427,14 +424,25 @@ pub fn rms_norm_modulate(
     let (b, n, d) = x.dims3()?;
     let p_scale = ParamRows::new(scale.dims(), b, n, d, "modulation scale")?;
     let p_shift = ParamRows::new(shift.dims(), b, n, d, "modulation shift")?;
-    let (x32, scale, shift) = (f32_contiguous(x)?, f32_contiguous(scale)?, f32_contiguous(shift)?);
+    let (x32, scale, shift) = (
+        f32_contiguous(x)?,
+        f32_contiguous(scale)?,
+        f32_contiguous(shift)?,
+    );
     let w = weight.map(f32_contiguous).transpose()?;
-    let (xs, sc, sh) = (F32Data::of(&x32)?, F32Data::of(&scale)?, F32Data::of(&shift)?);
+    let (xs, sc, sh) = (
+        F32Data::of(&x32)?,
+        F32Data::of(&scale)?,
+        F32Data::of(&shift)?,
+    );
     let wd = w.as_ref().map(F32Data::of).transpose()?;
     let (xs, sc, sh) = (xs.slice(), sc.slice(), sh.slice());
     let w = wd.as_ref().map(|w| w.slice());
     if w.is_some_and(|w| w.len() != d) {
-        candle_core::bail!("rms norm weight has {} values, expected {d}", w.map_or(0, |w| w.len()));
+        candle_core::bail!(
+            "rms norm weight has {} values, expected {d}",
+            w.map_or(0, |w| w.len())
+        );
     }
     let mut out = vec![0f32; b * n * d];
     let eps = eps as f32;
@@ -522,10 +530,18 @@ pub fn gated_residual(h: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
     }
     let (b, n, d) = h.dims3()?;
     if y.dims() != h.dims() {
-        candle_core::bail!("gated residual: update {:?} does not match {:?}", y.dims(), h.dims());
+        candle_core::bail!(
+            "gated residual: update {:?} does not match {:?}",
+            y.dims(),
+            h.dims()
+        );
     }
     let rows = ParamRows::new(gate.dims(), b, n, d, "residual gate")?;
-    let (h32, y32, g32) = (f32_contiguous(h)?, f32_contiguous(y)?, f32_contiguous(gate)?);
+    let (h32, y32, g32) = (
+        f32_contiguous(h)?,
+        f32_contiguous(y)?,
+        f32_contiguous(gate)?,
+    );
     let (hd, yd, gd) = (F32Data::of(&h32)?, F32Data::of(&y32)?, F32Data::of(&g32)?);
     let (hs, ys, gs) = (hd.slice(), yd.slice(), gd.slice());
     let mut out = vec![0f32; b * n * d];
@@ -567,7 +583,10 @@ pub fn linear_f32(
     let (rows, in_dim) = x.dims2()?;
     let (out_dim, w_in) = weight.dims2()?;
     if w_in != in_dim {
-        candle_core::bail!("linear: input has {in_dim} features, weight {:?}", weight.dims());
+        candle_core::bail!(
+            "linear: input has {in_dim} features, weight {:?}",
+            weight.dims()
+        );
     }
     let x = x.contiguous()?;
     let weight = weight.contiguous()?;
@@ -576,7 +595,10 @@ pub fn linear_f32(
     match residual {
         Some(res) => {
             if res.dims() != [rows, out_dim] {
-                candle_core::bail!("linear: residual {:?}, expected ({rows}, {out_dim})", res.dims());
+                candle_core::bail!(
+                    "linear: residual {:?}, expected ({rows}, {out_dim})",
+                    res.dims()
+                );
             }
             let res = res.contiguous()?;
             out.extend_from_slice(F32Data::of(&res)?.slice());
@@ -649,7 +671,10 @@ mod tests {
         // the fused multiply-add form (its rounding differs, not its accuracy)
         let mut x = -87.0f32;
         while x < 88.0 {
-            let (a, b) = (fast_exp_with::<true>(x) as f64, fast_exp_with::<false>(x) as f64);
+            let (a, b) = (
+                fast_exp_with::<true>(x) as f64,
+                fast_exp_with::<false>(x) as f64,
+            );
             assert!(((a - b) / b).abs() < 5e-7, "{x}: {a} vs {b}");
             x += 0.0731;
         }
@@ -756,7 +781,12 @@ mod tests {
         for (b, r, want) in cases {
             let got = linear_f32(&x, &w, b, r)?.expect("f32 CPU inputs take the fused path");
             let err = crate::model::relative_l2(&got, &want)?;
-            assert!(err < 1e-6, "bias {}, residual {}: {err}", b.is_some(), r.is_some());
+            assert!(
+                err < 1e-6,
+                "bias {}, residual {}: {err}",
+                b.is_some(),
+                r.is_some()
+            );
         }
         // a transposed (strided) input is read correctly
         let xt = x.t()?.contiguous()?.t()?;
