@@ -13,7 +13,7 @@ ROUNDS="${2:-1}"
 PYTHON="${PYTHON:-/work/venv-ref/bin/python}"
 DIR=target/bench/transformer
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "machine: $(nproc --all) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 cargo build --release --example bench_transformer
 
 reference() {
