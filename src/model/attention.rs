@@ -2,17 +2,27 @@
 //!
 //! `candle_nn::ops::sdpa` has no CPU path, and a materialized score matrix does not fit for the
 //! sequences TurboVSR runs: a 1080p window is ~14,000 tokens, and 14k x 14k scores x 32 heads in f32
-//! are 25 GB. [`attention`] splits the queries into chunks, and when even one row of scores over all
-//! keys is too large it also splits the keys and combines the chunks with an online softmax
-//! (running max and sum, as in FlashAttention). The largest temporary is one score block of at most
-//! `max_score_elems` values, whatever the sequence length.
+//! are 25 GB. Both paths below split the queries into chunks and, when a row of scores over all keys
+//! is too large, the keys too, combining the key chunks with an online softmax (running max and sum,
+//! as in FlashAttention). The largest temporary is bounded by `max_score_elems` values, whatever the
+//! sequence length.
 //!
-//! Scores, softmax and the running statistics are f32 whatever the input dtype; the two matmuls run
-//! in the input dtype (bf16 on the CPU is computed in f32: candle's CPU gemm has no bf16 kernel).
+//! - On the CPU, [`attention`] runs one fused kernel ([`FusedAttention`]): each worker thread takes
+//!   (batch, head, 256-query tile) tasks and keeps the tile's scores in its L2 cache between the
+//!   `Q K^T` gemm, the softmax and the `P V` gemm (the `gemm` crate candle itself uses, called
+//!   single-threaded per tile), reading q, k and v in place and writing the output rows directly.
+//!   It is f32 throughout; bf16 and f16 inputs are converted to f32 first.
+//! - On other devices, [`generic_chunked_attention`] does the same from candle tensor ops. Scores,
+//!   softmax and the running statistics are f32 whatever the input dtype; the two matmuls run in
+//!   the input dtype.
 
-use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
+use candle_core::{
+    CpuStorage, CustomOp3, DType, Device, IndexOp, Layout, Result, Shape, Tensor, D,
+};
 
-use crate::model::transformer::cpu_kernels::softmax_last_dim;
+#[cfg(target_arch = "x86_64")]
+use crate::model::transformer::cpu_kernels::has_avx2;
+use crate::model::transformer::cpu_kernels::{fast_exp_with, softmax_last_dim};
 
 /// Default budget for one block of attention scores, in elements (16 MiB of f32: under glibc's
 /// largest mmap threshold, so the blocks are reused from the heap instead of being mapped and
@@ -63,7 +73,8 @@ impl ChunkSizes {
 ///   query (diffusers turns the encoder attention mask into such a bias).
 /// - `scale`: multiplies the scores (usually `1/sqrt(d)`).
 ///
-/// Returns (b, heads, q_len, dv), contiguous, in the dtype of `q`.
+/// Returns (b, heads, q_len, dv) in the dtype of `q`. On the CPU it is a transposed view of
+/// (b, q_len, heads, dv) memory, so `transpose(1, 2)` of it is contiguous and costs no copy.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -74,11 +85,23 @@ pub fn attention(
 ) -> Result<Tensor> {
     let (_, heads, q_len, _) = q.dims4()?;
     let kv_len = k.dim(2)?;
+    if q.device().is_cpu() {
+        check_shapes(q, k, v, bias)?;
+        return fused_attention(
+            q,
+            k,
+            v,
+            bias,
+            scale,
+            fused_tiles(q_len, kv_len, max_score_elems),
+        );
+    }
     let chunks = ChunkSizes::for_budget(heads, q_len, kv_len, max_score_elems);
-    chunked_attention(q, k, v, bias, scale, chunks)
+    generic_chunked_attention(q, k, v, bias, scale, chunks)
 }
 
-/// [`attention`] with explicit chunk sizes (the tests use small ones to exercise every path).
+/// [`attention`] with explicit chunk sizes (the tests use small ones to exercise every path). On
+/// the CPU they are the fused kernel's query tile and key block, per worker thread.
 pub fn chunked_attention(
     q: &Tensor,
     k: &Tensor,
@@ -87,7 +110,19 @@ pub fn chunked_attention(
     scale: f64,
     chunks: ChunkSizes,
 ) -> Result<Tensor> {
-    let (b, heads, q_len, d) = q.dims4()?;
+    if q.device().is_cpu() {
+        check_shapes(q, k, v, bias)?;
+        if chunks.query == 0 || chunks.key == 0 {
+            candle_core::bail!("attention: chunk sizes must be positive, got {chunks:?}");
+        }
+        return fused_attention(q, k, v, bias, scale, chunks);
+    }
+    generic_chunked_attention(q, k, v, bias, scale, chunks)
+}
+
+/// The shapes [`attention`] accepts (see there).
+fn check_shapes(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<()> {
+    let (b, heads, _, d) = q.dims4()?;
     let (kb, kh, kv_len, kd) = k.dims4()?;
     let (vb, vh, v_len, _dv) = v.dims4()?;
     if (kb, kh, kd) != (b, heads, d) || (vb, vh, v_len) != (b, heads, kv_len) {
@@ -106,6 +141,57 @@ pub fn chunked_attention(
             );
         }
     }
+    Ok(())
+}
+
+/// The fused CPU kernel ([`FusedAttention`]) on f32 copies of other dtypes (bf16 and f16 inputs
+/// run in f32 throughout, which is also what the softmax needs).
+fn fused_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+    tiles: ChunkSizes,
+) -> Result<Tensor> {
+    let dtype = q.dtype();
+    let f32_rows = |t: &Tensor| -> Result<Tensor> {
+        let t = t.to_dtype(DType::F32)?;
+        if t.stride()[3] != 1 && t.dim(3)? > 1 {
+            t.contiguous()
+        } else {
+            Ok(t)
+        }
+    };
+    let bias = bias
+        .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+        .transpose()?;
+    let op = FusedAttention {
+        scale: scale as f32,
+        bias,
+        tiles,
+    };
+    // (b, q_len, heads, dv) -> (b, heads, q_len, dv)
+    f32_rows(q)?
+        .apply_op3_no_bwd(&f32_rows(k)?, &f32_rows(v)?, &op)?
+        .to_dtype(dtype)?
+        .transpose(1, 2)
+}
+
+/// Chunked attention from candle tensor ops, for any device: query chunks, and key chunks with an
+/// online softmax when a whole row of scores does not fit `chunks`. Returns (b, heads, q_len, dv),
+/// contiguous.
+pub fn generic_chunked_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+    chunks: ChunkSizes,
+) -> Result<Tensor> {
+    check_shapes(q, k, v, bias)?;
+    let (b, _, q_len, _) = q.dims4()?;
+    let kv_len = k.dim(2)?;
     if chunks.query == 0 || chunks.key == 0 {
         candle_core::bail!("attention: chunk sizes must be positive, got {chunks:?}");
     }
@@ -140,6 +226,375 @@ pub fn chunked_attention(
     }
     // (b, heads, q_len, dv)
     Tensor::stack(&per_batch, 0)
+}
+
+/// Query rows per task of the fused CPU kernel. With [`FUSED_KEY_BLOCK`] keys the f32 score tile
+/// is 256 KiB and stays in a core's L2 (512 KiB on the dev machine's EPYC) between the two gemms
+/// and the softmax; more rows amortize the packing of each key and value block over more work.
+/// (Measured on the 2-core dev machine: 64 x 512 and 128 x 512 tiles took 10-15% more CPU time.)
+pub const FUSED_QUERY_ROWS: usize = 256;
+
+/// Keys per block of the fused CPU kernel; longer rows of keys go through the online softmax.
+pub const FUSED_KEY_BLOCK: usize = 256;
+
+/// Tile sizes of the fused CPU kernel for `threads` workers under a total score budget: every
+/// worker holds one `query x key` tile.
+fn fused_tiles(q_len: usize, kv_len: usize, max_score_elems: usize) -> ChunkSizes {
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let query = FUSED_QUERY_ROWS.min(q_len.max(1));
+    let key = (max_score_elems / (threads * query)).clamp(1, FUSED_KEY_BLOCK.min(kv_len.max(1)));
+    ChunkSizes { query, key }
+}
+
+/// FlashAttention-style CPU attention over f32 tensors, as one candle op: every task is one
+/// (batch, head, query tile); it computes the tile's scores against a block of keys with one
+/// single-threaded gemm (the softmax scale folded into it), updates the running max and sum and
+/// rescales its accumulator (online softmax), accumulates `P V` with a second gemm, and at the end
+/// writes its normalized rows straight into a (b, q_len, heads, dv) output. The scores never leave
+/// the worker's cache-sized tile, nothing is copied or permuted, and the tasks are spread over
+/// `get_num_threads()` scoped threads.
+struct FusedAttention {
+    scale: f32,
+    /// (b, kv_len) additive key bias, row-major.
+    bias: Option<Vec<f32>>,
+    tiles: ChunkSizes,
+}
+
+/// A raw output pointer shared by the tasks, which write disjoint (rows, head) regions of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes only its own rows and head columns (see `FusedAttention::cpu_fwd`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not its raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The part of a CPU f32 storage a layout addresses, with its four strides.
+fn f32_view<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> Result<(&'a [f32], [usize; 4])> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("fused attention: {what} must be f32");
+    };
+    let s = layout.stride();
+    if s.len() != 4 || (s[3] != 1 && layout.dims()[3] > 1) {
+        candle_core::bail!(
+            "fused attention: {what} needs a contiguous last dimension, strides {s:?}"
+        );
+    }
+    Ok((&data[layout.start_offset()..], [s[0], s[1], s[2], 1]))
+}
+
+/// One worker's scratch: a score tile, the accumulator and the running max and sum per row.
+struct Scratch {
+    /// (rows x key block) scores, then probabilities, column-major.
+    scores: Vec<f32>,
+    /// (rows x dv) unnormalized output, column-major.
+    acc: Vec<f32>,
+    /// Per row: running max, running sum, and two temporaries of `softmax_update`.
+    max: Vec<f32>,
+    sum: Vec<f32>,
+    block: Vec<f32>,
+    correction: Vec<f32>,
+}
+
+impl CustomOp3 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "turbovsr-fused-attention-f32"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, qs) = f32_view(s1, l1, "q")?;
+        let (k, ks) = f32_view(s2, l2, "k")?;
+        let (v, vs) = f32_view(s3, l3, "v")?;
+        let [b, heads, n, d] = <[usize; 4]>::try_from(l1.dims()).map_err(|_| {
+            candle_core::Error::Msg(format!("fused attention: q has shape {:?}", l1.dims()))
+        })?;
+        let m = l2.dims()[2];
+        let dv = l3.dims()[3];
+        let ChunkSizes { query: bq, key: bk } = self.tiles;
+        let q_tiles = n.div_ceil(bq);
+        let tasks = b * heads * q_tiles;
+        let mut out = vec![0f32; b * n * heads * dv];
+        if tasks == 0 || m == 0 || dv == 0 {
+            return Ok((CpuStorage::F32(out), (b, n, heads, dv).into()));
+        }
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let worker = || {
+            let mut scratch = Scratch {
+                scores: vec![0f32; bq * bk.min(m)],
+                acc: vec![0f32; bq * dv],
+                max: vec![0f32; bq],
+                sum: vec![0f32; bq],
+                block: vec![0f32; bq],
+                correction: vec![0f32; bq],
+            };
+            loop {
+                let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if t >= tasks {
+                    break;
+                }
+                let (bh, tile) = (t / q_tiles, t % q_tiles);
+                let (bi, hi) = (bh / heads, bh % heads);
+                let q0 = tile * bq;
+                let rows = bq.min(n - q0);
+                let bias = self.bias.as_ref().map(|bias| &bias[bi * m..(bi + 1) * m]);
+                // SAFETY: the offsets stay inside the views (bi < b, hi < heads, q0 + rows <= n)
+                // and the gemm calls read only within the layouts' shapes and strides.
+                unsafe {
+                    let qp = q.as_ptr().add(bi * qs[0] + hi * qs[1] + q0 * qs[2]);
+                    let kp = k.as_ptr().add(bi * ks[0] + hi * ks[1]);
+                    let vp = v.as_ptr().add(bi * vs[0] + hi * vs[1]);
+                    let op = out_ptr
+                        .get()
+                        .add(bi * n * heads * dv + q0 * heads * dv + hi * dv);
+                    attention_tile(
+                        &mut scratch,
+                        TileArgs {
+                            q: qp,
+                            q_rs: qs[2],
+                            k: kp,
+                            k_rs: ks[2],
+                            v: vp,
+                            v_rs: vs[2],
+                            out: op,
+                            out_rs: heads * dv,
+                            rows,
+                            m,
+                            d,
+                            dv,
+                            bk,
+                            scale: self.scale,
+                            bias,
+                        },
+                    );
+                }
+            }
+        };
+        let threads = candle_core::utils::get_num_threads().clamp(1, tasks);
+        if threads == 1 {
+            worker();
+        } else {
+            std::thread::scope(|scope| {
+                for _ in 1..threads {
+                    scope.spawn(worker);
+                }
+                worker();
+            });
+        }
+        Ok((CpuStorage::F32(out), (b, n, heads, dv).into()))
+    }
+}
+
+/// One query tile of one head: raw pointers into q, k, v (at the tile's first row / the head's
+/// first key) and the output (the tile's first row, the head's first column).
+struct TileArgs<'a> {
+    q: *const f32,
+    q_rs: usize,
+    k: *const f32,
+    k_rs: usize,
+    v: *const f32,
+    v_rs: usize,
+    out: *mut f32,
+    out_rs: usize,
+    rows: usize,
+    m: usize,
+    d: usize,
+    dv: usize,
+    bk: usize,
+    scale: f32,
+    bias: Option<&'a [f32]>,
+}
+
+/// # Safety
+/// The pointers of `a` must address `rows` query rows of `d`, `m` key rows of `d`, `m` value rows
+/// of `dv` and `rows` output rows of `dv` with the given row strides (columns contiguous), and no
+/// other thread may touch those output elements.
+///
+/// The score tile and the accumulator are column-major (query rows contiguous): the gemm
+/// microkernels then read and write them without packing or transposing, and the softmax
+/// reductions over keys run down the columns as plain vector operations across rows.
+unsafe fn attention_tile(s: &mut Scratch, a: TileArgs) {
+    use gemm::{gemm, Parallelism};
+    let (rows, dv) = (a.rows, a.dv);
+    let mut key0 = 0;
+    while key0 < a.m {
+        let kl = a.bk.min(a.m - key0);
+        let first = key0 == 0;
+        // scores (rows x kl) = scale * Q K^T; K^T's column j is key row j
+        gemm(
+            rows,
+            kl,
+            a.d,
+            s.scores.as_mut_ptr(),
+            rows as isize,
+            1,
+            false,
+            a.q,
+            1,
+            a.q_rs as isize,
+            a.k.add(key0 * a.k_rs),
+            a.k_rs as isize,
+            1,
+            0.0,
+            a.scale,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+        softmax_update(
+            &mut s.scores[..rows * kl],
+            a.bias.map(|b| &b[key0..key0 + kl]),
+            Rows {
+                max: &mut s.max[..rows],
+                sum: &mut s.sum[..rows],
+                block: &mut s.block[..rows],
+                correction: &mut s.correction[..rows],
+            },
+            &mut s.acc[..rows * dv],
+            first,
+        );
+        // acc (rows x dv) (+)= P V
+        gemm(
+            rows,
+            dv,
+            kl,
+            s.acc.as_mut_ptr(),
+            rows as isize,
+            1,
+            !first,
+            s.scores.as_ptr(),
+            rows as isize,
+            1,
+            a.v.add(key0 * a.v_rs),
+            1,
+            a.v_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+        key0 += kl;
+    }
+    for (i, inv) in s.sum[..rows].iter().map(|&l| 1.0 / l).enumerate() {
+        let dst = std::slice::from_raw_parts_mut(a.out.add(i * a.out_rs), dv);
+        for (c, o) in dst.iter_mut().enumerate() {
+            *o = s.acc[c * rows + i] * inv;
+        }
+    }
+}
+
+/// Per-row state of one tile: the running max and sum, and scratch for the block's max and the
+/// accumulator's correction factor.
+struct Rows<'a> {
+    max: &'a mut [f32],
+    sum: &'a mut [f32],
+    block: &'a mut [f32],
+    correction: &'a mut [f32],
+}
+
+/// Turns a column-major (rows x keys) score tile into unnormalized probabilities against the
+/// running row max, updates the running max and sum, and rescales the accumulator rows by how much
+/// the max grew (online softmax). `bias` (keys) is added to every row first.
+fn softmax_update(scores: &mut [f32], bias: Option<&[f32]>, r: Rows, acc: &mut [f32], first: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+        return unsafe { softmax_update_avx2(scores, bias, r, acc, first) };
+    }
+    softmax_update_body::<false>(scores, bias, r, acc, first)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_update_avx2(
+    scores: &mut [f32],
+    bias: Option<&[f32]>,
+    r: Rows,
+    acc: &mut [f32],
+    first: bool,
+) {
+    softmax_update_body::<true>(scores, bias, r, acc, first)
+}
+
+/// `FMA`: the caller is compiled with fused multiply-add (see [`fast_exp_with`]).
+#[inline(always)]
+fn softmax_update_body<const FMA: bool>(
+    scores: &mut [f32],
+    bias: Option<&[f32]>,
+    r: Rows,
+    acc: &mut [f32],
+    first: bool,
+) {
+    let rows = r.max.len();
+    let bias_of = |j: usize| bias.map_or(0.0, |b| b[j]);
+    // block max per row, down the columns (`f32::max`: a compare-select written back as is
+    // becomes a masked store, which is slow on AMD cores)
+    r.block.fill(f32::NEG_INFINITY);
+    for (j, col) in scores.chunks_exact(rows).enumerate() {
+        let b = bias_of(j);
+        for (m, &s) in r.block.iter_mut().zip(col) {
+            *m = m.max(s + b);
+        }
+    }
+    for i in 0..rows {
+        let new_max = if first || r.block[i] > r.max[i] {
+            r.block[i]
+        } else {
+            r.max[i]
+        };
+        r.correction[i] = if first {
+            0.0
+        } else {
+            fast_exp_with::<FMA>(r.max[i] - new_max)
+        };
+        r.max[i] = new_max;
+    }
+    // probabilities and their row sums
+    r.block.fill(0.0);
+    for (j, col) in scores.chunks_exact_mut(rows).enumerate() {
+        let b = bias_of(j);
+        for ((p, sum), &m) in col.iter_mut().zip(r.block.iter_mut()).zip(r.max.iter()) {
+            *p = fast_exp_with::<FMA>(*p + b - m);
+            *sum += *p;
+        }
+    }
+    if first {
+        r.sum.copy_from_slice(r.block);
+    } else {
+        for ((l, &c), &b) in r
+            .sum
+            .iter_mut()
+            .zip(r.correction.iter())
+            .zip(r.block.iter())
+        {
+            *l = *l * c + b;
+        }
+        for col in acc.chunks_exact_mut(rows) {
+            for (a, &c) in col.iter_mut().zip(r.correction.iter()) {
+                *a *= c;
+            }
+        }
+    }
 }
 
 /// Reference attention that materializes the full (b, heads, q_len, kv_len) score tensor in f32.
@@ -304,14 +759,19 @@ mod tests {
                 (16, 28),
                 (64, 64),
             ] {
-                let got = chunked_attention(&q, &k, &v, bias, scale, ChunkSizes { query, key })?;
-                assert_eq!(got.dims(), &[b, h, n, d + 3]);
-                let err = relative_l2(&got, &want)?;
-                assert!(
-                    err < 1e-5,
-                    "chunks ({query}, {key}), bias {}: rel L2 {err}",
-                    bias.is_some()
-                );
+                let chunks = ChunkSizes { query, key };
+                // the fused CPU kernel and the tensor-op path every other device takes
+                let fused = chunked_attention(&q, &k, &v, bias, scale, chunks)?;
+                let generic = generic_chunked_attention(&q, &k, &v, bias, scale, chunks)?;
+                for (path, got) in [("fused", fused), ("generic", generic)] {
+                    assert_eq!(got.dims(), &[b, h, n, d + 3]);
+                    let err = relative_l2(&got, &want)?;
+                    assert!(
+                        err < 1e-5,
+                        "{path}, chunks ({query}, {key}), bias {}: rel L2 {err}",
+                        bias.is_some()
+                    );
+                }
             }
         }
         Ok(())
@@ -362,6 +822,23 @@ mod tests {
             ChunkSizes::for_budget(2, 10, 7, DEFAULT_MAX_SCORE_ELEMS),
             ChunkSizes { query: 10, key: 7 }
         );
+        // the fused CPU kernel's tiles, one per worker thread, stay within the budget too
+        let threads = candle_core::utils::get_num_threads().max(1);
+        for (n, budget) in [
+            (14_000, DEFAULT_MAX_SCORE_ELEMS),
+            (14_000, 1 << 12),
+            (5, 1 << 20),
+        ] {
+            let t = fused_tiles(n, n, budget);
+            assert!(
+                t.query >= 1 && t.key >= 1 && t.query <= n && t.key <= n,
+                "{t:?}"
+            );
+            assert!(
+                threads * t.query * t.key <= budget.max(threads * t.query),
+                "{n} tokens, budget {budget}: {t:?}"
+            );
+        }
         // and the budget-driven entry point agrees with the naive one
         let (q, k, v) = inputs(1, 2, 50, 45, 4)?;
         let want = naive_attention(&q, &k, &v, None, 0.5)?;

@@ -7,9 +7,9 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{ActivationFn, LtxTransformerConfig};
-use super::cpu_kernels::gelu_tanh;
-use super::layers::{modulate, rms_norm, Linear};
-use super::rope::{apply_rotary_emb, Rope};
+use super::cpu_kernels::{gated_residual, gelu_tanh, rms_norm_modulate, rms_norm_rope};
+use super::layers::Linear;
+use super::rope::Rope;
 use crate::model::attention::attention;
 
 /// `LTXAttention`'s q/k RMS norm epsilon (hard-coded there).
@@ -58,18 +58,43 @@ impl LtxAttention {
         rope: Option<&Rope>,
         max_score_elems: usize,
     ) -> Result<Tensor> {
+        let o = self.attend(x, context, key_bias, rope, max_score_elems)?;
+        self.to_out.forward(&o)
+    }
+
+    /// `residual + self.forward(..)`, the residual added inside `to_out`'s gemm.
+    pub fn forward_add(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        key_bias: Option<&Tensor>,
+        rope: Option<&Rope>,
+        max_score_elems: usize,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let o = self.attend(x, context, key_bias, rope, max_score_elems)?;
+        self.to_out.forward_add(&o, residual)
+    }
+
+    /// Everything before `to_out`: (b, n, H*d).
+    fn attend(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        key_bias: Option<&Tensor>,
+        rope: Option<&Rope>,
+        max_score_elems: usize,
+    ) -> Result<Tensor> {
         let context = context.unwrap_or(x);
-        let mut q = rms_norm(&self.to_q.forward(x)?, Some(&self.norm_q), QK_NORM_EPS)?;
-        let mut k = rms_norm(
+        // RMS norm across heads and the rotary embedding, one pass each for q and k
+        let q = rms_norm_rope(&self.to_q.forward(x)?, &self.norm_q, QK_NORM_EPS, rope)?;
+        let k = rms_norm_rope(
             &self.to_k.forward(context)?,
-            Some(&self.norm_k),
+            &self.norm_k,
             QK_NORM_EPS,
+            rope,
         )?;
         let v = self.to_v.forward(context)?;
-        if let Some(rope) = rope {
-            q = apply_rotary_emb(&q, rope)?;
-            k = apply_rotary_emb(&k, rope)?;
-        }
         let (b, n, _) = q.dims3()?;
         let m = k.dim(1)?;
         // (b, n, H*d) -> (b, n, H, d) -> (b, H, n, d): a strided view, no copy
@@ -84,12 +109,11 @@ impl LtxAttention {
             .transpose(1, 2)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let o = attention(&q, &k, &v, key_bias, scale, max_score_elems)?;
-        // (b, H, n, d) -> (b, n, H, d) -> (b, n, H*d)
-        let o = o
-            .transpose(1, 2)?
+        // (b, H, n, d) -> (b, n, H, d) -> (b, n, H*d); no copy on the CPU, where attention
+        // writes (b, n, H, d) memory
+        o.transpose(1, 2)?
             .contiguous()?
-            .reshape((b, n, self.heads * self.head_dim))?;
-        self.to_out.forward(&o)
+            .reshape((b, n, self.heads * self.head_dim))
     }
 }
 
@@ -214,27 +238,31 @@ impl LtxVideoTransformerBlock {
         };
         let (shift_msa, scale_msa, gate_msa) = (param(0)?, param(1)?, param(2)?);
 
-        let norm_h = rms_norm(hidden_states, self.norm1.as_ref(), self.eps)?;
-        let norm_h = modulate(&norm_h, &scale_msa, &shift_msa)?;
+        let norm_h = rms_norm_modulate(
+            hidden_states,
+            self.norm1.as_ref(),
+            self.eps,
+            &scale_msa,
+            &shift_msa,
+        )?;
         let attn = self
             .attn1
             .forward(&norm_h, None, None, Some(&ctx.rope), ctx.max_score_elems)?;
-        let h = (hidden_states + attn.broadcast_mul(&gate_msa)?)?;
+        let h = gated_residual(hidden_states, &attn, &gate_msa)?;
 
         // cross-attention reads the un-normalized hidden states and has no gate
-        let attn = self.attn2.forward(
+        let h = self.attn2.forward_add(
             &h,
             Some(&ctx.encoder_hidden_states),
             ctx.encoder_bias.as_ref(),
             None,
             ctx.max_score_elems,
+            &h,
         )?;
-        let h = (h + attn)?;
 
         let (shift_mlp, scale_mlp, gate_mlp) = (param(3)?, param(4)?, param(5)?);
-        let norm_h = rms_norm(&h, self.norm2.as_ref(), self.eps)?;
-        let norm_h = modulate(&norm_h, &scale_mlp, &shift_mlp)?;
+        let norm_h = rms_norm_modulate(&h, self.norm2.as_ref(), self.eps, &scale_mlp, &shift_mlp)?;
         let ff = self.ff.forward(&norm_h)?;
-        h + ff.broadcast_mul(&gate_mlp)?
+        gated_residual(&h, &ff, &gate_mlp)
     }
 }

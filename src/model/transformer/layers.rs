@@ -4,6 +4,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::cpu_kernels::linear_f32;
 use crate::model::attention::matmul_dtype;
 
 /// `torch.nn.Linear`: `y = x W^T + b`, weights `weight` (out, in) and `bias` (out).
@@ -33,6 +34,31 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `residual + self.forward(x)`, with the residual (same shape as the output) added inside
+    /// the gemm on the CPU.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let in_dim = self.weight.dim(1)?;
+        let rows = match x.dims().split_last() {
+            Some((&k, lead)) if k == in_dim => lead.iter().product::<usize>(),
+            _ => candle_core::bail!(
+                "linear: input has shape {:?}, expected (..., {in_dim})",
+                x.dims()
+            ),
+        };
+        let fused = linear_f32(
+            &x.reshape((rows, in_dim))?,
+            &self.weight,
+            self.bias.as_ref(),
+            Some(&residual.reshape((rows, self.out_dim()))?),
+        )?;
+        match fused {
+            Some(y) => y.reshape(residual.shape()),
+            None => residual + self.forward(x)?,
+        }
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
@@ -42,16 +68,21 @@ impl Module for Linear {
             Some((&k, lead)) => (lead.iter().product::<usize>(), k),
             None => candle_core::bail!("linear: scalar input"),
         };
+        let mut out_dims = dims;
+        if let Some(last) = out_dims.last_mut() {
+            *last = self.out_dim();
+        }
         // (..., in) -> (rows, in): one gemm for all tokens of all batch elements
-        let x2 = x.reshape((rows, in_dim))?.to_dtype(mm)?;
+        let x2 = x.reshape((rows, in_dim))?;
+        // f32 on the CPU: the bias is added inside the gemm
+        if let Some(y) = linear_f32(&x2, &self.weight, self.bias.as_ref(), None)? {
+            return y.reshape(out_dims);
+        }
+        let x2 = x2.to_dtype(mm)?;
         let w = self.weight.to_dtype(mm)?;
         let mut y = x2.matmul(&w.t()?)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.to_dtype(mm)?)?;
-        }
-        let mut out_dims = dims;
-        if let Some(last) = out_dims.last_mut() {
-            *last = self.out_dim();
         }
         y.to_dtype(dtype)?.reshape(out_dims)
     }
