@@ -768,3 +768,36 @@ fn two_elements_share_one_model_and_each_stream_is_correct() {
     assert_eq!(single, *a, "sharing the model changes no output");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sizes_off_the_vae_grid_and_the_tile_grid_come_out_at_input_times_scale() {
+    init();
+    // 45x37 x 3 = 135x111: neither a multiple of 32 nor of the 2-latent (64-pixel) tile; the
+    // padded 160x128 frame is 5x4 latents, denoised in 4x3 overlapping tiles.
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=12 ! video/x-raw,format=I420,width=45,height=37,framerate=25/1 ! \
+         turbovsr model={} scale=3 steps=1 window=9 overlap=1 tile-size=2 tile-overlap=1 device=cpu ! \
+         appsink name=out sync=false",
+        tiny_model().display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut n = 0u64;
+    while let Ok(sample) = sink.pull_sample() {
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        assert_eq!((info.width(), info.height()), (135, 111), "frame {n}");
+        let buffer = sample.buffer().unwrap();
+        assert_eq!(buffer.size(), info.size(), "frame {n}");
+        assert_eq!(buffer.pts(), Some(gst::ClockTime::from_mseconds(40 * n)));
+        n += 1;
+    }
+    assert_eq!(n, 12);
+    pipeline.set_state(gst::State::Null).unwrap();
+}
