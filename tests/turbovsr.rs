@@ -103,7 +103,7 @@ fn has_event(h: &mut Harness, ty: gst::EventType) -> bool {
 #[test]
 fn frame_count_and_timestamps_are_preserved() {
     init();
-    for n in [1u64, 8, 9, 48, 49, 50, 89, 100, 1000] {
+    for n in [0u64, 1, 8, 9, 48, 49, 50, 89, 100, 1000] {
         let mut h = harness(&[]);
         let caps = caps("RGB", 8, 6);
         h.set_src_caps(caps.clone());
