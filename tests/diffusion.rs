@@ -227,18 +227,25 @@ fn run_pattern_pipeline(source: &str, frames: u32, props: &str) -> Vec<(gst::Clo
         let map = buffer.map_readable().unwrap();
         out.push((buffer.pts().unwrap(), map.as_slice().to_vec()));
     }
-    let bus = pipeline.bus().unwrap();
-    let msg = bus
+    assert_eq!(finish(&pipeline), None, "pipeline error");
+    pipeline.set_state(gst::State::Null).unwrap();
+    out
+}
+
+/// Waits for EOS or an error (60 s at most); returns the error's text, if any.
+fn finish(pipeline: &gst::Pipeline) -> Option<String> {
+    let msg = pipeline
+        .bus()
+        .unwrap()
         .timed_pop_filtered(
-            gst::ClockTime::from_seconds(5),
+            gst::ClockTime::from_seconds(60),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         )
         .expect("EOS or an error");
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("pipeline error: {} ({:?})", e.error(), e.debug());
+    match msg.view() {
+        gst::MessageView::Error(e) => Some(format!("{} {:?}", e.error(), e.debug())),
+        _ => None,
     }
-    pipeline.set_state(gst::State::Null).unwrap();
-    out
 }
 
 fn assert_frames(out: &[(gst::ClockTime, Vec<u8>)], n: usize) {
@@ -478,15 +485,7 @@ fn host_frames_and_device_latents_stay_bounded_and_are_reported() {
             });
     }
     pipeline.set_state(gst::State::Playing).unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS or an error");
-    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    assert_eq!(finish(&pipeline), None);
     assert_eq!(outputs.load(Ordering::SeqCst), 60);
     let frames = max_frames.load(Ordering::SeqCst);
     assert!((17..=25).contains(&frames), "frames held at most {frames}");
@@ -638,18 +637,7 @@ fn a_model_producing_nan_is_an_error_naming_the_window_and_nothing_is_pushed() {
             gst::PadProbeReturn::Ok
         });
     pipeline.set_state(gst::State::Playing).unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS or an error");
-    let gst::MessageView::Error(e) = msg.view() else {
-        panic!("expected an error, got {msg:?}");
-    };
-    let text = format!("{} {:?}", e.error(), e.debug());
+    let text = finish(&pipeline).expect("an error");
     assert!(
         text.contains("window 0") && text.contains("NaN"),
         "error names the window and the NaN: {text}"
@@ -724,15 +712,7 @@ fn two_elements_share_one_model_and_each_stream_is_correct() {
         );
     }
     pipeline.set_state(gst::State::Playing).unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS or an error");
-    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    assert_eq!(finish(&pipeline), None);
     pipeline.set_state(gst::State::Null).unwrap();
     assert_eq!(
         users.load(Ordering::SeqCst),
