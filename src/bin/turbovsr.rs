@@ -16,6 +16,10 @@ enum Command {
     /// Write a randomly initialised checkpoint folder (tests, demos, benchmarks; it upscales
     /// nothing meaningfully).
     MakeTestModel(gstturbovsr::model::turbovsr::test_model::MakeTestModelArgs),
+    /// Time one window by stage (ms per output frame, TFLOP/s, peak device memory).
+    Bench(gstturbovsr::bench::BenchArgs),
+    /// Run the parity fixtures on a device and compare with the CPU f32 result.
+    Parity(gstturbovsr::parity::ParityArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -23,6 +27,8 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Forward(args) => gstturbovsr::model::forward::run(args),
         Command::MakeTestModel(args) => gstturbovsr::model::turbovsr::test_model::run(args),
+        Command::Bench(args) => gstturbovsr::bench::run(args),
+        Command::Parity(args) => gstturbovsr::parity::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

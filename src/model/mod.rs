@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod conv3d;
+pub mod flops;
 pub mod forward;
 pub mod transformer;
 pub mod turbovsr;
