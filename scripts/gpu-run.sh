@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU half of scripts/gpu.sh; runs on a machine with an NVIDIA GPU, a driver for CUDA 13
-# (>= 580) and the CUDA 13 libraries (cuBLAS, cuRAND, NVRTC, the runtime: a CUDA 13 toolkit, or
+# (>= 580) and the CUDA 13 libraries (cuBLAS, cuBLASLt, cuRAND, the runtime: a CUDA 13 toolkit, or
 # PyTorch's cu13 wheels), with the `turbovsr` binary built by scripts/build-cuda.sh. No Rust
 # toolchain or network is needed there.
 #
@@ -19,7 +19,8 @@ exec > >(tee "$log_dir/gpu.log") 2>&1
 
 # The binary is dynamically linked (candle-core turns on cudarc's dynamic-linking) against the
 # CUDA 13 sonames; find where this machine keeps them.
-wanted=(libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13)
+# (readelf -d: libcuda.so.1, libcudart.so.13, libcublas.so.13, libcurand.so.10; cuBLAS needs cuBLASLt)
+wanted=(libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10)
 search=(${TURBOVSR_CUDA_LIBS:-} /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 /usr/lib/x86_64-linux-gnu)
 if command -v python3 >/dev/null; then
   while IFS= read -r d; do search+=("$d"); done < <(python3 -c \
