@@ -6,8 +6,10 @@
 
 use gst::glib;
 
+pub mod bench;
 pub mod element;
 pub mod model;
+pub mod parity;
 pub mod pipeline;
 pub mod sample;
 pub mod upscale_cli;

@@ -23,6 +23,10 @@ enum Command {
     Inspect(gstturbovsr::model::checkpoint::inspect::InspectArgs),
     /// Convert between the single-file LTX-Video layout and the checkpoint folder.
     Convert(gstturbovsr::model::checkpoint::inspect::ConvertArgs),
+    /// Time one window by stage (ms per output frame, TFLOP/s, peak device memory).
+    Bench(gstturbovsr::bench::BenchArgs),
+    /// Run the parity fixtures on a device and compare with the CPU f32 result.
+    Parity(gstturbovsr::parity::ParityArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +37,8 @@ fn main() -> std::process::ExitCode {
         Command::Upscale(args) => gstturbovsr::upscale_cli::run(args),
         Command::Inspect(args) => gstturbovsr::model::checkpoint::inspect::run_inspect(args),
         Command::Convert(args) => gstturbovsr::model::checkpoint::inspect::run_convert(args),
+        Command::Bench(args) => gstturbovsr::bench::run(args),
+        Command::Parity(args) => gstturbovsr::parity::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -295,7 +295,13 @@ impl Module for CausalConv3d {
         };
         let w = self.weight.to_dtype(x.dtype())?;
         let b = self.bias.to_dtype(x.dtype())?;
-        conv3d_padded(x, &w, Some(&b), self.stride, k_h / 2, pad_t)
+        let y = conv3d_padded(x, &w, Some(&b), self.stride, k_h / 2, pad_t)?;
+        crate::model::flops::add(crate::model::flops::conv3d(
+            y.elem_count(),
+            self.weight.dim(1)?,
+            self.kernel,
+        ));
+        Ok(y)
     }
 }
 

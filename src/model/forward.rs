@@ -65,7 +65,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
                     .with_context(|| format!("bad CUDA device index in {s:?}"))?,
                 None => 0,
             };
-            Device::new_cuda(id).with_context(|| format!("cannot open CUDA device {id}"))
+            crate::pipeline::load::open_cuda(id)
         }
         other => anyhow::bail!("unknown device {other:?}: expected cpu, cuda or cuda:N"),
     }

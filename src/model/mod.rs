@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod checkpoint;
 pub mod conv3d;
+pub mod flops;
 pub mod forward;
 pub mod transformer;
 pub mod turbovsr;

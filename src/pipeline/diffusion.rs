@@ -48,6 +48,11 @@ pub struct WindowStats {
     pub decode: Duration,
     /// Latents averaged with the previous window's overlapping latents (DESIGN §5).
     pub fused_latents: usize,
+    /// Matmul FLOPs of each stage (`model::flops`: VAE convolutions, transformer evaluations).
+    pub encode_flops: u64,
+    pub first_frame_flops: u64,
+    pub video_flops: u64,
+    pub decode_flops: u64,
 }
 
 /// TurboVSR on a checkpoint folder.
@@ -503,6 +508,10 @@ impl DiffusionProcessor {
             self.forget();
         }
 
+        // CUDA runs the queued work asynchronously: each stage's time ends at a synchronize, so
+        // that it is that stage's device time, not the time to queue it.
+        self.device.synchronize()?;
+        crate::model::flops::take();
         let t0 = Instant::now();
         // (3, f, H, W) -> (1, 3, f, H', W'), replicate-padded to the VAE's grid
         let clip = pad_to_multiple(&input.frames.unsqueeze(0)?, s)?.to_dtype(dtype)?;
@@ -511,7 +520,9 @@ impl DiffusionProcessor {
             Some(frame) => Some(self.encode(&pad_to_multiple(frame, s)?.to_dtype(dtype)?)?),
             None => None,
         };
+        self.device.synchronize()?;
         stats.encode = t0.elapsed();
+        stats.encode_flops = crate::model::flops::take();
         cancel.check()?;
 
         let t0 = Instant::now();
@@ -524,7 +535,9 @@ impl DiffusionProcessor {
                 z
             }
         };
+        self.device.synchronize()?;
         stats.first_frame = t0.elapsed();
+        stats.first_frame_flops = crate::model::flops::take();
         cancel.check()?;
 
         let t0 = Instant::now();
@@ -561,7 +574,9 @@ impl DiffusionProcessor {
         } else {
             None
         };
+        self.device.synchronize()?;
         stats.video = t0.elapsed();
+        stats.video_flops = crate::model::flops::take();
         ensure_finite(&z, || {
             format!("window {}: the denoised latent", input.index)
         })?;
@@ -580,7 +595,9 @@ impl DiffusionProcessor {
             .squeeze(0)?
             .to_dtype(DType::F32)?
             .clamp(-1f32, 1f32)?;
+        self.device.synchronize()?;
         stats.decode = t0.elapsed();
+        stats.decode_flops = crate::model::flops::take();
         if video.dim(1)? != frames {
             return Err(anyhow::anyhow!(
                 "window {}: the VAE decoded {} frames from {frames}",
@@ -617,7 +634,17 @@ impl FrameProcessor for DiffusionProcessor {
         input: &WindowInput<'_>,
         cancel: &CancelToken,
     ) -> Result<Tensor, ProcessError> {
-        let result = self.run(input, cancel);
+        let result = self.run(input, cancel).map_err(|e| match e {
+            ProcessError::Model(err) => {
+                let (_, f, h, w) = input.frames.dims4().unwrap_or_default();
+                ProcessError::Model(crate::pipeline::load::explain_out_of_memory(
+                    err,
+                    &self.device,
+                    &format!("window {} ({f} frames of {w}x{h})", input.index),
+                ))
+            }
+            other => other,
+        });
         if result.is_err() {
             // A failed or cancelled window leaves no conditioning state behind.
             self.forget();

@@ -76,22 +76,76 @@ impl Default for ProcessorSettings {
 pub fn select_device(settings: &ProcessorSettings) -> anyhow::Result<Device> {
     match settings.device {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda => {
-            if !cfg!(feature = "cuda") {
-                bail!("device=cuda, but this build of turbovsr has no CUDA support (build with --features cuda)");
-            }
-            Device::new_cuda(settings.device_id)
-                .with_context(|| format!("cannot open CUDA device {}", settings.device_id))
-        }
+        DeviceChoice::Cuda => open_cuda(settings.device_id),
         DeviceChoice::Auto => {
             if cfg!(feature = "cuda") {
-                if let Ok(device) = Device::new_cuda(settings.device_id) {
+                if let Ok(device) = open_cuda(settings.device_id) {
                     return Ok(device);
                 }
             }
             Ok(Device::Cpu)
         }
     }
+}
+
+/// Opens CUDA device `id`. The error names the device and why it cannot be opened: a build
+/// without CUDA, a driver that does not initialise (no GPU, driver and library mismatch), or an
+/// index past the devices the driver sees.
+#[cfg(feature = "cuda")]
+pub fn open_cuda(id: usize) -> anyhow::Result<Device> {
+    use cudarc::driver::CudaContext;
+    // cuInit's own code and message, e.g. CUDA_ERROR_NO_DEVICE "no CUDA-capable device is
+    // detected" or CUDA_ERROR_INSUFFICIENT_DRIVER.
+    let count = CudaContext::device_count().map_err(|e| {
+        anyhow::anyhow!("cannot open CUDA device {id}: the CUDA driver failed to initialise: {e}")
+    })?;
+    if id >= count.max(0) as usize {
+        bail!(
+            "cannot open CUDA device {id}: the CUDA driver sees {count} device{} (device-id counts from 0)",
+            if count == 1 { "" } else { "s" }
+        );
+    }
+    Device::new_cuda(id).with_context(|| format!("cannot open CUDA device {id}"))
+}
+
+/// Opens CUDA device `id`: without the `cuda` feature, an error saying so.
+#[cfg(not(feature = "cuda"))]
+pub fn open_cuda(id: usize) -> anyhow::Result<Device> {
+    bail!("cannot open CUDA device {id}: this build of turbovsr has no CUDA support (build with --features cuda)")
+}
+
+/// Free and total memory of `device` in bytes, when it is a CUDA device.
+pub fn device_memory(device: &Device) -> Option<(usize, usize)> {
+    #[cfg(feature = "cuda")]
+    if let Ok(cuda) = device.as_cuda_device() {
+        return cuda.cuda_stream().context().mem_get_info().ok();
+    }
+    let _ = device;
+    None
+}
+
+/// Adds what cudarc's out-of-memory error leaves out (it has only the driver's code, not the
+/// size asked for): the device, what was being run, and the device's free and total memory now.
+pub fn explain_out_of_memory(err: anyhow::Error, device: &Device, what: &str) -> anyhow::Error {
+    if !format!("{err:#}").contains("CUDA_ERROR_OUT_OF_MEMORY") {
+        return err;
+    }
+    let id = match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => gpu_id,
+        _ => 0,
+    };
+    let memory = match device_memory(device) {
+        Some((free, total)) => format!(
+            "{} MiB of {} MiB free after the failure",
+            free >> 20,
+            total >> 20
+        ),
+        None => "free memory unknown".to_string(),
+    };
+    err.context(format!(
+        "CUDA device {id} ran out of memory during {what} ({memory}); a smaller tile-size, a \
+         shorter window or precision=bf16 needs less"
+    ))
 }
 
 /// Loads the processor named by `model`: `bicubic`, a TurboVSR checkpoint folder (DESIGN §3.3)
@@ -155,7 +209,12 @@ mod tests {
             device: DeviceChoice::Cuda,
             ..Default::default()
         };
+        let settings = ProcessorSettings {
+            device_id: 3,
+            ..settings
+        };
         let e = format!("{:#}", load_processor("bicubic", &settings).err().unwrap());
         assert!(e.contains("--features cuda"), "{e}");
+        assert!(e.contains("CUDA device 3"), "{e}");
     }
 }

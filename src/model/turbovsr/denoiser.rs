@@ -175,6 +175,13 @@ impl TurboVsrDenoiser {
         let h = cross_norm(&h, &c, self.cond_scale)?;
         let blocks = self.transformer.blocks().len();
         let h = self.transformer.forward_blocks(&h, &ctx, 1..blocks)?;
+        crate::model::flops::add(crate::model::flops::denoiser_evaluation(
+            self.config(),
+            cond.dim(2)?,
+            b,
+            n,
+            inputs.encoder_hidden_states.dim(1)?,
+        ));
         self.transformer.output(&h, &time)
     }
 }

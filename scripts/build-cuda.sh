@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the `turbovsr` binary with `--features cuda` (candle's CUDA backend through cudarc)
+# against the CUDA 13.0 toolkit that scripts/cuda-toolkit.sh installs, and lints the feature.
+# No GPU is needed to build. Run by CI (.ci/run) after the CPU suite, and by scripts/gpu.sh.
+#
+# Its own target folder (TURBOVSR_CUDA_TARGET_DIR, default target-cuda/) keeps the default
+# build CUDA-free and its cache apart. Prints the binary's path last.
+#   CUDA_COMPUTE_CAP  the kernels' PTX target (default 80: A100 and newer; the driver JIT-compiles
+#                     it for a newer GPU such as the H100, sm_90)
+#   CUDA_CLIPPY=0     skip `cargo clippy --features cuda` (CI: the build itself denies warnings,
+#                     and the clippy pass would check every dependency once more)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/cuda-toolkit.sh)"
+export CARGO_TARGET_DIR="${TURBOVSR_CUDA_TARGET_DIR:-$PWD/target-cuda}"
+# Build scripts run nvcc on every kernel source; keep it to the cores we have.
+export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
+mkdir -p "$CARGO_TARGET_DIR"
+# Our crate's warnings (its cfg(feature = "cuda") code included) fail the build; dependencies'
+# lints are capped by cargo.
+export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-D warnings"
+nice -n 19 cargo build --release --features cuda --bin turbovsr
+if [ "${CUDA_CLIPPY:-1}" != 0 ]; then
+  # Same profile as the build: candle-kernels' build-script output (the compiled kernels) is
+  # reused, only the crates are checked.
+  nice -n 19 cargo clippy --release --features cuda --lib --bins -- -D warnings
+fi
+echo "$CARGO_TARGET_DIR/release/turbovsr"

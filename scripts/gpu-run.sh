@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The GPU half of scripts/gpu.sh; runs on a machine with an NVIDIA GPU, a driver for CUDA 13
+# (>= 580) and the CUDA 13 libraries (cuBLAS, cuBLASLt, cuRAND, the runtime: a CUDA 13 toolkit, or
+# PyTorch's cu13 wheels), with the `turbovsr` binary built by scripts/build-cuda.sh. No Rust
+# toolchain or network is needed there.
+#
+#   scripts/gpu-run.sh BINARY [LOG_DIR]      (log in LOG_DIR/gpu.log; default $OUT, else out/gpu)
+#
+# 1. the parity fixtures on CUDA against the CPU: f32 within 1e-3, bf16 within 2e-2;
+# 2. the `ltx-2b` test model (random weights with LTX-Video 2B's shapes);
+# 3. one 49-frame 1080p window (1920x1080 from 480x270) at 1, 2 and 4 steps: ms per output
+#    frame by stage, TFLOP/s against the stages' matmul FLOPs, peak device memory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="$(realpath "${1:?usage: scripts/gpu-run.sh TURBOVSR_BINARY [LOG_DIR]}")"
+log_dir="${2:-${OUT:-out/gpu}}"
+mkdir -p "$log_dir"
+exec > >(tee "$log_dir/gpu.log") 2>&1
+
+# The binary is dynamically linked (candle-core turns on cudarc's dynamic-linking) against the
+# CUDA 13 sonames; find where this machine keeps them.
+# (readelf -d: libcuda.so.1, libcudart.so.13, libcublas.so.13, libcurand.so.10; cuBLAS needs cuBLASLt)
+wanted=(libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10)
+search=(${TURBOVSR_CUDA_LIBS:-} /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 /usr/lib/x86_64-linux-gnu)
+if command -v python3 >/dev/null; then
+  while IFS= read -r d; do search+=("$d"); done < <(python3 -c \
+    'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null || true)
+fi
+libdirs=()
+for so in "${wanted[@]}"; do
+  found=""
+  for d in "${search[@]}"; do
+    [ -d "$d" ] || continue
+    found="$(find "$d" -maxdepth 5 -name "$so" -print -quit 2>/dev/null || true)"
+    [ -n "$found" ] && break
+  done
+  if [ -z "$found" ]; then
+    echo "gpu-run: $so not found (searched ${search[*]}); set TURBOVSR_CUDA_LIBS to its folder" >&2
+    exit 1
+  fi
+  libdirs+=("$(dirname "$found")")
+done
+LD_LIBRARY_PATH="$(printf '%s\n' "${libdirs[@]}" | awk '!seen[$0]++' | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
+if ldd "$bin" | grep -q "not found"; then
+  echo "gpu-run: libraries missing for $bin:" >&2
+  ldd "$bin" | grep "not found" >&2
+  exit 1
+fi
+
+run() {
+  echo "+ $*"
+  "$@"
+}
+date -u
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+ldd "$bin" | grep -E "cuda|cublas|curand|nvrtc"
+run "$bin" parity --fixtures tests/fixtures --device cuda --precision f32 --tolerance 1e-3
+run "$bin" parity --fixtures tests/fixtures --device cuda --precision bf16 --tolerance 2e-2
+model="${TMPDIR:-/tmp}/turbovsr-ltx-2b"
+[ -f "$model/turbovsr.json" ] || run "$bin" make-test-model "$model" --preset ltx-2b
+run "$bin" bench --model "$model" --device cuda --precision bf16 \
+  --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1,2,4 --runs 2

@@ -1,0 +1,378 @@
+//! `turbovsr bench`: one window of the diffusion processor at a given output size, timed by stage
+//! (VAE encode, first-frame image SR, video denoise, VAE decode) in ms per output frame, with the
+//! stage's matmul FLOPs ([`crate::model::flops`]) and the achieved TFLOP/s, and the peak device
+//! memory on CUDA (issue 8: one 49-frame 1080p window at 1, 2 and 4 steps).
+//!
+//! Each steps value loads the processor, runs the stream's first window (which also does the
+//! first-frame image pass; reported, and a warm-up), then `runs` later windows conditioned on
+//! the previous one (overlap frames as the element uses them): the steady state of a stream. The
+//! frames are made on the device, so upload and download are not in the times (the element does
+//! one of each per window).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+
+use crate::model::forward::parse_device;
+use crate::pipeline::resize::resize_bicubic;
+use crate::pipeline::{
+    CancelToken, DiffusionProcessor, FrameProcessor, Precision, ProcessorSettings, WindowInput,
+    WindowStats,
+};
+
+/// Arguments of `turbovsr bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// TurboVSR checkpoint folder (e.g. from `make-test-model --preset ltx-2b`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    /// auto (bf16 on CUDA, f32 on the CPU), f32, bf16 or f16.
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
+    /// Output width.
+    #[arg(long, default_value_t = 1920)]
+    pub width: usize,
+    /// Output height.
+    #[arg(long, default_value_t = 1080)]
+    pub height: usize,
+    /// Input = output / scale.
+    #[arg(long, default_value_t = 4)]
+    pub scale: usize,
+    /// Frames per window (1 + 8k).
+    #[arg(long, default_value_t = 49)]
+    pub window: usize,
+    /// Frames shared by consecutive windows (1 + 8j).
+    #[arg(long, default_value_t = 9)]
+    pub overlap: usize,
+    /// Sampler steps to measure, comma-separated.
+    #[arg(long, default_value = "1,2,4", value_delimiter = ',')]
+    pub steps: Vec<usize>,
+    /// Later windows timed per steps value (the median is printed).
+    #[arg(long, default_value_t = 2)]
+    pub runs: usize,
+    /// Spatial denoising tile in latents (0: the checkpoint's).
+    #[arg(long, default_value_t = 0)]
+    pub tile_size: usize,
+    /// Overlap of spatial tiles in latents.
+    #[arg(long, default_value_t = crate::pipeline::load::DEFAULT_TILE_OVERLAP)]
+    pub tile_overlap: usize,
+}
+
+/// One measured window: its stage times and FLOPs, frames emitted, and peak device memory.
+#[derive(Debug, Clone)]
+pub struct WindowMeasure {
+    pub stats: WindowStats,
+    pub emitted: usize,
+    pub peak_bytes: Option<u64>,
+}
+
+/// Stages in print order: (name, time, FLOPs).
+pub fn stages(s: &WindowStats) -> [(&'static str, Duration, u64); 4] {
+    [
+        ("encode", s.encode, s.encode_flops),
+        ("first-frame", s.first_frame, s.first_frame_flops),
+        ("video", s.video, s.video_flops),
+        ("decode", s.decode, s.decode_flops),
+    ]
+}
+
+pub fn parse_bench_precision(name: &str) -> Result<Precision> {
+    match name {
+        "auto" => Ok(Precision::Auto),
+        "f32" => Ok(Precision::F32),
+        "bf16" => Ok(Precision::Bf16),
+        "f16" => Ok(Precision::F16),
+        other => bail!("unknown precision {other:?}: expected auto, f32, bf16 or f16"),
+    }
+}
+
+/// The CUDA memory pool's high-water mark: cudarc allocates with `cuMemAllocAsync` from the
+/// device's default pool where the driver supports it, so the pool's `USED_MEM_HIGH` is the peak
+/// of the tensors alive at once.
+#[cfg(feature = "cuda")]
+mod peak {
+    use candle_core::Device;
+    use cudarc::driver::{result, sys};
+
+    fn pool(device: &Device) -> Option<sys::CUmemoryPool> {
+        let cuda = device.as_cuda_device().ok()?;
+        let ctx = cuda.cuda_stream().context().clone();
+        if !ctx.has_async_alloc() {
+            return None;
+        }
+        ctx.bind_to_thread().ok()?;
+        // SAFETY: the device handle comes from a live context.
+        unsafe { result::device::get_default_mem_pool(ctx.cu_device()).ok() }
+    }
+
+    pub fn reset(device: &Device) {
+        if let Some(pool) = pool(device) {
+            let mut zero: u64 = 0;
+            // SAFETY: USED_MEM_HIGH takes a cuuint64_t; resetting it to 0 is documented.
+            unsafe {
+                sys::cuMemPoolSetAttribute(
+                    pool,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                    &mut zero as *mut u64 as *mut std::ffi::c_void,
+                );
+            }
+        }
+    }
+
+    pub fn read(device: &Device) -> Option<u64> {
+        let pool = pool(device)?;
+        let mut value: u64 = 0;
+        // SAFETY: USED_MEM_HIGH is a cuuint64_t.
+        let r = unsafe {
+            sys::cuMemPoolGetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                &mut value as *mut u64 as *mut std::ffi::c_void,
+            )
+        };
+        (r == sys::CUresult::CUDA_SUCCESS).then_some(value)
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod peak {
+    use candle_core::Device;
+    pub fn reset(_: &Device) {}
+    pub fn read(_: &Device) -> Option<u64> {
+        None
+    }
+}
+
+/// Runs the first window and `runs` later windows for one steps value; returns (first, later).
+pub fn measure_steps(
+    args: &BenchArgs,
+    device: &Device,
+    steps: usize,
+) -> Result<(WindowMeasure, Vec<WindowMeasure>)> {
+    if args.scale == 0 || args.width % args.scale != 0 || args.height % args.scale != 0 {
+        bail!(
+            "output {}x{} is not a multiple of scale {}",
+            args.width,
+            args.height,
+            args.scale
+        );
+    }
+    if args.overlap >= args.window {
+        bail!(
+            "overlap {} must be smaller than the window {}",
+            args.overlap,
+            args.window
+        );
+    }
+    let settings = ProcessorSettings {
+        precision: parse_bench_precision(&args.precision)?,
+        steps,
+        tile_size: args.tile_size,
+        tile_overlap: args.tile_overlap,
+        ..Default::default()
+    };
+    let mut p = DiffusionProcessor::load(&args.model, &settings, device)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let (in_w, in_h) = (args.width / args.scale, args.height / args.scale);
+    // A random low-resolution clip, bicubic-upsampled to the output grid as the engine does.
+    let lr = Tensor::randn(0f32, 0.3, (3, args.window, in_h, in_w), device)?.clamp(-1f32, 1f32)?;
+    let frames = resize_bicubic(&lr, args.height, args.width)?;
+    let cancel = CancelToken::default();
+    let step = args.window - args.overlap;
+    let mut run = |index: u64, emit: std::ops::Range<usize>, starts: bool| -> Result<_> {
+        device.synchronize()?;
+        peak::reset(device);
+        let emitted = emit.len();
+        p.process(
+            &WindowInput {
+                index,
+                frames: &frames,
+                real_frames: args.window,
+                emit,
+                starts_stream: starts,
+            },
+            &cancel,
+        )
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        device.synchronize()?;
+        Ok(WindowMeasure {
+            stats: p.stats().clone(),
+            emitted,
+            peak_bytes: peak::read(device),
+        })
+    };
+    // Window 0 outputs frames 0..=W-O, a later window 1..=W-O (README "Windows").
+    let first = run(0, 0..step + 1, true)?;
+    let mut later = Vec::with_capacity(args.runs);
+    for i in 0..args.runs.max(1) {
+        later.push(run(1 + i as u64, 1..step + 1, false)?);
+    }
+    Ok((first, later))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One printed line per window kind: ms per output frame by stage, TFLOP/s by stage, the
+/// window's FLOPs and peak memory.
+pub fn report_line(label: &str, windows: &[WindowMeasure]) -> String {
+    let emitted = windows[0].emitted as f64;
+    let mut line = format!("  {label:<6} {:>3} frames |", windows[0].emitted);
+    let mut total_ms = 0.0;
+    let mut parts = Vec::new();
+    for i in 0..4 {
+        let (name, _, flops) = stages(&windows[0].stats)[i];
+        let ms = median(
+            windows
+                .iter()
+                .map(|w| stages(&w.stats)[i].1.as_secs_f64() * 1e3)
+                .collect(),
+        );
+        total_ms += ms;
+        let tflops = if ms > 0.0 {
+            flops as f64 / (ms * 1e-3) / 1e12
+        } else {
+            0.0
+        };
+        line += &format!(" {name} {:.2}", ms / emitted);
+        parts.push(format!(
+            "{name} {:.3} TFLOP, {tflops:.2} TFLOP/s",
+            flops as f64 / 1e12
+        ));
+    }
+    line += &format!(" | total {:.2} ms/frame", total_ms / emitted);
+    let flops: u64 = stages(&windows[0].stats).iter().map(|s| s.2).sum();
+    line += &format!(
+        " ({:.2} TFLOP/s overall)",
+        flops as f64 / (total_ms * 1e-3) / 1e12
+    );
+    line += &format!("\n         {}", parts.join("; "));
+    if let Some(peak) = windows.iter().filter_map(|w| w.peak_bytes).max() {
+        line += &format!("\n         peak device memory {} MiB", peak >> 20);
+    }
+    line
+}
+
+/// Runs `turbovsr bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let name = device_name(&device);
+    let memory = crate::pipeline::load::device_memory(&device)
+        .map(|(_, total)| format!(", {} MiB", total >> 20))
+        .unwrap_or_default();
+    println!(
+        "turbovsr bench: {} on {}{name}{memory}, precision {}, {}x{} from {}x{}, window {} overlap {}, tile-size {}",
+        args.model.display(),
+        args.device,
+        args.precision,
+        args.width,
+        args.height,
+        args.width / args.scale.max(1),
+        args.height / args.scale.max(1),
+        args.window,
+        args.overlap,
+        args.tile_size
+    );
+    println!(
+        "ms per output frame by stage (median of {} later windows; first window once)",
+        args.runs.max(1)
+    );
+    for &steps in &args.steps {
+        let (first, later) = measure_steps(args, &device, steps)?;
+        println!(
+            "steps {steps}: {} transformer evaluations per window, {} spatial tiles",
+            later[0].stats.video_evaluations * later[0].stats.tiles.max(1),
+            later[0].stats.tiles.max(1)
+        );
+        println!("{}", report_line("first", std::slice::from_ref(&first)));
+        println!("{}", report_line("later", &later));
+    }
+    Ok(())
+}
+
+fn device_name(device: &Device) -> String {
+    #[cfg(feature = "cuda")]
+    if let Ok(cuda) = device.as_cuda_device() {
+        if let Ok(name) = cuda.cuda_stream().context().name() {
+            return format!(" ({name})");
+        }
+    }
+    let _ = device;
+    String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::turbovsr::{write_test_model, Preset, TestModelOptions};
+
+    #[test]
+    fn a_tiny_cpu_window_is_measured_by_stage_with_its_flops() {
+        let dir = std::env::temp_dir().join(format!("turbovsr-bench-test-{}", std::process::id()));
+        write_test_model(&dir, &TestModelOptions::new(Preset::Tiny)).unwrap();
+        let args = BenchArgs {
+            model: dir.clone(),
+            device: "cpu".into(),
+            precision: "auto".into(),
+            width: 64,
+            height: 64,
+            scale: 4,
+            window: 9,
+            overlap: 1,
+            steps: vec![2],
+            runs: 1,
+            tile_size: 0,
+            tile_overlap: 8,
+        };
+        let (first, later) = measure_steps(&args, &Device::Cpu, 2).unwrap();
+        // Window 0 emits 0..=8, a later one 1..=8.
+        assert_eq!(first.emitted, 9);
+        assert_eq!(later[0].emitted, 8);
+        // The first window has the image pass, a later one is conditioned on the last frame.
+        assert!(first.stats.first_frame_flops > 0);
+        assert_eq!(later[0].stats.first_frame_flops, 0);
+        for w in [&first, &later[0]] {
+            assert!(w.stats.encode_flops > 0 && w.stats.decode_flops > 0);
+            assert!(w.stats.video_flops > 0);
+            assert_eq!(w.peak_bytes, None, "no device memory pool on the CPU");
+        }
+        // Two steps: two transformer evaluations of the same token count per window (untiled).
+        assert_eq!(later[0].stats.video_evaluations, 2);
+        assert_eq!(later[0].stats.video_flops % 2, 0);
+        let line = report_line("later", &later);
+        assert!(
+            line.contains("encode") && line.contains("TFLOP/s"),
+            "{line}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_output_size_off_the_scale_is_an_error() {
+        let args = BenchArgs {
+            model: "/nonexistent".into(),
+            device: "cpu".into(),
+            precision: "auto".into(),
+            width: 65,
+            height: 64,
+            scale: 4,
+            window: 9,
+            overlap: 1,
+            steps: vec![1],
+            runs: 1,
+            tile_size: 0,
+            tile_overlap: 8,
+        };
+        let e = measure_steps(&args, &Device::Cpu, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("65x64") && e.contains("scale 4"), "{e}");
+    }
+}
