@@ -4,11 +4,20 @@
 # out/demo.mp4. Then the README's quick start of the command-line tool: a 50-frame test clip
 # (out/in.mkv) upscaled file to file by `turbovsr upscale` (out/bicubic.mkv, and out/model.mp4
 # with the wavelet colour fix when MODEL=DIR is given).
+#
+# TURBOVSR_DEMO_PROFILE=dev builds and runs the debug profile instead of release (CI uses it:
+# its test build has compiled that profile already).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release
-export GST_PLUGIN_PATH="${CARGO_TARGET_DIR:-$PWD/target}/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+profile="${TURBOVSR_DEMO_PROFILE:-release}"
+case "$profile" in
+  dev) out_dir=debug ;;
+  *) out_dir="$profile" ;;
+esac
+cargo build --profile "$profile"
+bin_dir="${CARGO_TARGET_DIR:-$PWD/target}/$out_dir"
+export GST_PLUGIN_PATH="$bin_dir${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 mkdir -p out
 gst-launch-1.0 -e videotestsrc num-buffers=100 pattern=ball ! \
   video/x-raw,width=160,height=90,framerate=25/1 ! videoconvert ! \
@@ -16,7 +25,7 @@ gst-launch-1.0 -e videotestsrc num-buffers=100 pattern=ball ! \
   filesink location=out/demo.mp4
 echo "wrote out/demo.mp4"
 
-turbovsr="${CARGO_TARGET_DIR:-$PWD/target}/release/turbovsr"
+turbovsr="$bin_dir/turbovsr"
 gst-launch-1.0 -q videotestsrc num-buffers=50 pattern=ball ! video/x-raw,width=160,height=90,framerate=25/1 ! \
   videoconvert ! x264enc ! matroskamux ! filesink location=out/in.mkv
 "$turbovsr" upscale out/in.mkv out/bicubic.mkv --model bicubic --overwrite
