@@ -3,23 +3,16 @@
 //! `turbovsr` element (frame count, size, timestamps, seeded determinism).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Once, OnceLock};
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
+mod common;
+
 use gst::prelude::*;
 use gstturbovsr::model::turbovsr::{write_test_model, Preset, TestModelOptions};
 use gstturbovsr::pipeline::{
     CancelToken, DiffusionProcessor, FrameProcessor, ProcessorSettings, WindowInput,
 };
-
-static INIT: Once = Once::new();
-
-fn init() {
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstturbovsr::plugin_register_static().expect("register the turbovsr plugin");
-    });
-}
 
 /// The tiny checkpoint, written once per test binary (1.7 MB, under cargo's per-target scratch
 /// folder; the process id keeps concurrent runs apart).
@@ -200,22 +193,15 @@ fn run_pipeline(frames: u32, props: &str) -> Vec<(gst::ClockTime, Vec<u8>)> {
 
 /// [`run_pipeline`] with other `videotestsrc` settings.
 fn run_pattern_pipeline(source: &str, frames: u32, props: &str) -> Vec<(gst::ClockTime, Vec<u8>)> {
-    init();
+    common::init();
     let desc = format!(
         "videotestsrc num-buffers={frames} {source} ! \
          video/x-raw,format=RGB,width=64,height=64,framerate=25/1 ! \
          turbovsr model={} scale=4 device=cpu {props} ! appsink name=sink sync=false",
         tiny_model().display()
     );
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let pipeline = common::launch(&desc);
+    let sink = common::appsink(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut out = Vec::new();
     while let Ok(sample) = sink.pull_sample() {
@@ -227,25 +213,9 @@ fn run_pattern_pipeline(source: &str, frames: u32, props: &str) -> Vec<(gst::Clo
         let map = buffer.map_readable().unwrap();
         out.push((buffer.pts().unwrap(), map.as_slice().to_vec()));
     }
-    assert_eq!(finish(&pipeline), None, "pipeline error");
+    assert_eq!(common::finish(&pipeline), None, "pipeline error");
     pipeline.set_state(gst::State::Null).unwrap();
     out
-}
-
-/// Waits for EOS or an error (60 s at most); returns the error's text, if any.
-fn finish(pipeline: &gst::Pipeline) -> Option<String> {
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS or an error");
-    match msg.view() {
-        gst::MessageView::Error(e) => Some(format!("{} {:?}", e.error(), e.debug())),
-        _ => None,
-    }
 }
 
 fn assert_frames(out: &[(gst::ClockTime, Vec<u8>)], n: usize) {
@@ -452,18 +422,15 @@ fn window_borders_step_like_latent_borders_inside_windows() {
 fn host_frames_and_device_latents_stay_bounded_and_are_reported() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-    init();
+    common::init();
     // Window 17 / overlap 9: at most the running window and the next one's 8 new frames are
     // held on the host (2 x 17 - 9 = 25), and the model keeps the one overlapping latent.
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = common::launch(&format!(
         "videotestsrc num-buffers=60 ! video/x-raw,format=RGB,width=32,height=32 ! \
          turbovsr name=sr model={} scale=2 steps=1 window=17 overlap=9 device=cpu ! \
          fakesink sync=false",
         tiny_model().display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let sr = pipeline.by_name("sr").unwrap();
     let (max_frames, max_latents, outputs) = (
         Arc::new(AtomicU64::new(0)),
@@ -485,7 +452,7 @@ fn host_frames_and_device_latents_stay_bounded_and_are_reported() {
             });
     }
     pipeline.set_state(gst::State::Playing).unwrap();
-    assert_eq!(finish(&pipeline), None);
+    assert_eq!(common::finish(&pipeline), None);
     assert_eq!(outputs.load(Ordering::SeqCst), 60);
     let frames = max_frames.load(Ordering::SeqCst);
     assert!((17..=25).contains(&frames), "frames held at most {frames}");
@@ -604,7 +571,7 @@ fn the_color_fix_property_reaches_the_processor() {
 fn a_model_producing_nan_is_an_error_naming_the_window_and_nothing_is_pushed() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-    init();
+    common::init();
     // A checkpoint whose output projection is NaN: the denoised latent of window 0 is NaN.
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("diffusion-nan-model-{}", std::process::id()));
@@ -616,15 +583,12 @@ fn a_model_producing_nan_is_an_error_naming_the_window_and_nothing_is_pushed() {
     weights.insert("proj_out.bias".into(), nan);
     candle_core::safetensors::save(&weights, &file).unwrap();
 
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = common::launch(&format!(
         "videotestsrc num-buffers=20 ! video/x-raw,format=RGB,width=32,height=32 ! \
          turbovsr name=sr model={} scale=2 steps=1 window=17 overlap=9 device=cpu ! \
          fakesink name=out sync=false",
         dir.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let pushed = Arc::new(AtomicU64::new(0));
     let counter = pushed.clone();
     pipeline
@@ -637,7 +601,7 @@ fn a_model_producing_nan_is_an_error_naming_the_window_and_nothing_is_pushed() {
             gst::PadProbeReturn::Ok
         });
     pipeline.set_state(gst::State::Playing).unwrap();
-    let text = finish(&pipeline).expect("an error");
+    let text = common::finish(&pipeline).expect("an error");
     assert!(
         text.contains("window 0") && text.contains("NaN"),
         "error names the window and the NaN: {text}"
@@ -652,7 +616,7 @@ fn two_elements_share_one_model_and_each_stream_is_correct() {
     use gstturbovsr::pipeline::{model_users, Precision};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
-    init();
+    common::init();
     // Its own folder, so that no other test's processors count as users.
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("diffusion-shared-model-{}", std::process::id()));
@@ -678,7 +642,7 @@ fn two_elements_share_one_model_and_each_stream_is_correct() {
     assert_eq!(model_users(&dir), 0, "released with the last processor");
 
     // Two streams of different content through two elements in one pipeline.
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = common::launch(&format!(
         "videotestsrc num-buffers=30 pattern=ball ! video/x-raw,format=RGB,width=32,height=32 ! \
          turbovsr name=a model={m} scale=2 steps=1 window=17 overlap=9 device=cpu ! \
          appsink name=out_a sync=false \
@@ -686,18 +650,11 @@ fn two_elements_share_one_model_and_each_stream_is_correct() {
          turbovsr name=b model={m} scale=2 steps=1 window=17 overlap=9 device=cpu ! \
          appsink name=out_b sync=false",
         m = dir.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let users = Arc::new(AtomicUsize::new(0));
     let frames: Vec<Arc<Mutex<Vec<Vec<u8>>>>> = vec![Default::default(), Default::default()];
     for (name, out) in ["out_a", "out_b"].iter().zip(&frames) {
-        let sink = pipeline
-            .by_name(name)
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let sink = common::appsink(&pipeline, name);
         let (out, users, dir) = (out.clone(), users.clone(), dir.clone());
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -712,7 +669,7 @@ fn two_elements_share_one_model_and_each_stream_is_correct() {
         );
     }
     pipeline.set_state(gst::State::Playing).unwrap();
-    assert_eq!(finish(&pipeline), None);
+    assert_eq!(common::finish(&pipeline), None);
     pipeline.set_state(gst::State::Null).unwrap();
     assert_eq!(
         users.load(Ordering::SeqCst),
@@ -725,20 +682,13 @@ fn two_elements_share_one_model_and_each_stream_is_correct() {
     assert_ne!(*a, *b, "each element upscales its own stream");
 
     // Each stream matches the same stream through an element of its own.
-    let alone = gst::parse::launch(&format!(
+    let alone = common::launch(&format!(
         "videotestsrc num-buffers=30 pattern=ball ! video/x-raw,format=RGB,width=32,height=32 ! \
          turbovsr model={} scale=2 steps=1 window=17 overlap=9 device=cpu ! \
          appsink name=out sync=false",
         dir.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = alone
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let sink = common::appsink(&alone, "out");
     alone.set_state(gst::State::Playing).unwrap();
     let mut single = Vec::new();
     while let Ok(sample) = sink.pull_sample() {
@@ -751,23 +701,16 @@ fn two_elements_share_one_model_and_each_stream_is_correct() {
 
 #[test]
 fn sizes_off_the_vae_grid_and_the_tile_grid_come_out_at_input_times_scale() {
-    init();
+    common::init();
     // 45x37 x 3 = 135x111: neither a multiple of 32 nor of the 2-latent (64-pixel) tile; the
     // padded 160x128 frame is 5x4 latents, denoised in 4x3 overlapping tiles.
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = common::launch(&format!(
         "videotestsrc num-buffers=12 ! video/x-raw,format=I420,width=45,height=37,framerate=25/1 ! \
          turbovsr model={} scale=3 steps=1 window=9 overlap=1 tile-size=2 tile-overlap=1 device=cpu ! \
          appsink name=out sync=false",
         tiny_model().display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let sink = common::appsink(&pipeline, "out");
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut n = 0u64;
     while let Ok(sample) = sink.pull_sample() {

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+mod common;
+
 use gst::prelude::*;
 
 /// Live threads of this process named `turbovsr-worker`.
@@ -22,29 +24,6 @@ fn worker_threads() -> usize {
         .unwrap_or(0)
 }
 
-fn launch(desc: &str) -> gst::Pipeline {
-    gst::parse::launch(desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap()
-}
-
-/// Waits for EOS or an error; returns the error's text, if any.
-fn finish(pipeline: &gst::Pipeline) -> Option<String> {
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS or an error within 60 s");
-    match msg.view() {
-        gst::MessageView::Error(e) => Some(format!("{} {:?}", e.error(), e.debug())),
-        _ => None,
-    }
-}
-
 fn to_null(pipeline: &gst::Pipeline) {
     pipeline.set_state(gst::State::Null).unwrap();
     assert_eq!(pipeline.current_state(), gst::State::Null);
@@ -52,12 +31,11 @@ fn to_null(pipeline: &gst::Pipeline) {
 
 #[test]
 fn pipeline_faults_leave_no_thread_behind_and_lose_no_frame() {
-    gst::init().unwrap();
-    gstturbovsr::plugin_register_static().unwrap();
+    common::init();
     assert_eq!(worker_threads(), 0);
 
     // PLAYING -> PAUSED -> PLAYING mid-window: every frame comes out once, in order.
-    let pipeline = launch(
+    let pipeline = common::launch(
         "videotestsrc is-live=true num-buffers=60 ! \
          video/x-raw,format=RGB,width=32,height=32,framerate=100/1 ! \
          turbovsr name=sr model=bicubic window=17 overlap=9 ! appsink name=out sync=false",
@@ -75,11 +53,7 @@ fn pipeline_faults_leave_no_thread_behind_and_lose_no_frame() {
             }
             gst::PadProbeReturn::Ok
         });
-    let sink = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = common::appsink(&pipeline, "out");
     pipeline.set_state(gst::State::Playing).unwrap();
     std::thread::sleep(Duration::from_millis(230));
     pipeline.set_state(gst::State::Paused).unwrap();
@@ -98,13 +72,13 @@ fn pipeline_faults_leave_no_thread_behind_and_lose_no_frame() {
         pts, inputs,
         "every frame that reached the element, after pause and resume"
     );
-    assert_eq!(finish(&pipeline), None);
+    assert_eq!(common::finish(&pipeline), None);
     to_null(&pipeline);
     assert_eq!(worker_threads(), 0, "the worker stops at NULL");
 
     // To NULL mid-window, repeatedly: no hang, no thread left.
     for _ in 0..3 {
-        let pipeline = launch(
+        let pipeline = common::launch(
             "videotestsrc is-live=true ! video/x-raw,format=I420,width=32,height=32,framerate=100/1 ! \
              turbovsr model=bicubic window=17 ! fakesink",
         );
@@ -115,12 +89,12 @@ fn pipeline_faults_leave_no_thread_behind_and_lose_no_frame() {
     assert_eq!(worker_threads(), 0);
 
     // An upstream error mid-window: the pipeline reports it and shuts down cleanly.
-    let pipeline = launch(
+    let pipeline = common::launch(
         "videotestsrc num-buffers=40 ! video/x-raw,format=RGB,width=32,height=32 ! \
          identity error-after=20 ! turbovsr model=bicubic window=17 ! fakesink",
     );
     pipeline.set_state(gst::State::Playing).unwrap();
-    let err = finish(&pipeline).expect("identity's error");
+    let err = common::finish(&pipeline).expect("identity's error");
     assert!(
         err.contains("error-after") || err.contains("identity"),
         "{err}"
@@ -129,12 +103,12 @@ fn pipeline_faults_leave_no_thread_behind_and_lose_no_frame() {
     assert_eq!(worker_threads(), 0);
 
     // Interlaced video is refused with a message that says what to do.
-    let pipeline = launch(
+    let pipeline = common::launch(
         "videotestsrc num-buffers=5 ! video/x-raw,format=I420,width=32,height=32,interlace-mode=interleaved ! \
          turbovsr model=bicubic ! fakesink",
     );
     pipeline.set_state(gst::State::Playing).unwrap();
-    let err = finish(&pipeline).expect("interlaced caps are refused");
+    let err = common::finish(&pipeline).expect("interlaced caps are refused");
     assert!(
         err.contains("interlace-mode") && err.contains("deinterlace"),
         "{err}"

@@ -1,20 +1,12 @@
 //! The `turbovsr` element through gst_check's Harness and whole pipelines with appsink, on the
 //! bicubic baseline (the same window path a diffusion model runs).
 
-use std::sync::Once;
 use std::time::Duration;
+
+mod common;
 
 use gst::prelude::*;
 use gst_check::Harness;
-
-static INIT: Once = Once::new();
-
-fn init() {
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstturbovsr::plugin_register_static().expect("register the turbovsr plugin");
-    });
-}
 
 const FRAME: gst::ClockTime = gst::ClockTime::from_mseconds(40);
 
@@ -102,7 +94,7 @@ fn has_event(h: &mut Harness, ty: gst::EventType) -> bool {
 
 #[test]
 fn frame_count_and_timestamps_are_preserved() {
-    init();
+    common::init();
     for n in [0u64, 1, 8, 9, 48, 49, 50, 89, 100, 1000] {
         let mut h = harness(&[]);
         let caps = caps("RGB", 8, 6);
@@ -136,7 +128,7 @@ fn frame_count_and_timestamps_are_preserved() {
 
 #[test]
 fn windows_and_overlaps_keep_every_frame() {
-    init();
+    common::init();
     for (window, overlap) in [(9u32, 1u32), (17, 9), (25, 1)] {
         for n in [1u64, 2, 10, 17, 33, 70] {
             let mut h = harness(&[("window", &window), ("overlap", &overlap)]);
@@ -153,7 +145,7 @@ fn windows_and_overlaps_keep_every_frame() {
 
 #[test]
 fn output_is_input_times_scale_for_every_format() {
-    init();
+    common::init();
     let formats = [
         "RGB", "BGR", "RGBA", "BGRA", "ARGB", "ABGR", "RGBx", "BGRx", "xRGB", "xBGR", "I420",
         "YV12", "Y42B", "Y444", "NV12", "NV21",
@@ -194,15 +186,12 @@ fn output_is_input_times_scale_for_every_format() {
 
 #[test]
 fn downstream_can_fix_the_output_size() {
-    init();
-    let pipeline = gst::parse::launch(
+    common::init();
+    let pipeline = common::launch(
         "videotestsrc num-buffers=12 ! video/x-raw,format=I420,width=32,height=24,framerate=25/1 ! \
          turbovsr model=bicubic window=9 overlap=1 ! video/x-raw,width=100,height=50 ! \
          appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    );
     let (samples, _) = run_to_eos(&pipeline);
     assert_eq!(samples.len(), 12);
     let info = gst_video::VideoInfo::from_caps(samples[0].caps().unwrap()).unwrap();
@@ -211,7 +200,7 @@ fn downstream_can_fix_the_output_size() {
 
 #[test]
 fn eos_mid_window_drains_the_tail_first() {
-    init();
+    common::init();
     let mut h = harness(&[]);
     let caps = caps("RGBA", 4, 4);
     h.set_src_caps(caps.clone());
@@ -229,7 +218,7 @@ fn eos_mid_window_drains_the_tail_first() {
 
 #[test]
 fn flush_drops_buffered_frames_and_restarts() {
-    init();
+    common::init();
     let mut h = harness(&[]);
     let caps = caps("RGB", 4, 4);
     h.set_src_caps(caps.clone());
@@ -254,7 +243,7 @@ fn flush_drops_buffered_frames_and_restarts() {
 
 #[test]
 fn caps_change_mid_stream_drains_first() {
-    init();
+    common::init();
     let mut h = harness(&[("scale", &2u32)]);
     let small = caps("RGB", 8, 8);
     h.set_src_caps(small.clone());
@@ -286,7 +275,7 @@ fn caps_change_mid_stream_drains_first() {
 
 #[test]
 fn discontinuities_gaps_and_missing_timestamps_lose_no_frame() {
-    init();
+    common::init();
     let mut h = harness(&[("window", &9u32), ("overlap", &1u32)]);
     let caps = caps("RGB", 4, 4);
     h.set_src_caps(caps.clone());
@@ -324,7 +313,7 @@ fn discontinuities_gaps_and_missing_timestamps_lose_no_frame() {
 
 #[test]
 fn latency_adds_the_window_duration() {
-    init();
+    common::init();
     let mut h = harness(&[("window", &17u32), ("overlap", &9u32)]);
     h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
     h.set_src_caps(caps("RGB", 4, 4));
@@ -349,11 +338,7 @@ fn latency_adds_the_window_duration() {
 /// Runs a pipeline with an appsink named `sink` to EOS; returns the samples and the
 /// `turbovsr-progress` messages.
 fn run_to_eos(pipeline: &gst::Pipeline) -> (Vec<gst::Sample>, Vec<gst::Structure>) {
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = common::appsink(pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut samples = Vec::new();
     while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(60)) {
@@ -374,14 +359,11 @@ fn run_to_eos(pipeline: &gst::Pipeline) -> (Vec<gst::Sample>, Vec<gst::Structure
 
 #[test]
 fn pipeline_posts_progress_per_window() {
-    init();
-    let pipeline = gst::parse::launch(
+    common::init();
+    let pipeline = common::launch(
         "videotestsrc num-buffers=100 ! video/x-raw,format=RGB,width=16,height=16,framerate=25/1 ! \
          turbovsr model=bicubic ! appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    );
     let (samples, progress) = run_to_eos(&pipeline);
     assert_eq!(samples.len(), 100);
     for (i, s) in samples.iter().enumerate() {
@@ -410,19 +392,12 @@ fn pipeline_posts_progress_per_window() {
 
 #[test]
 fn flushing_seek_mid_window() {
-    init();
-    let pipeline = gst::parse::launch(
+    common::init();
+    let pipeline = common::launch(
         "videotestsrc ! video/x-raw,format=RGB,width=16,height=16,framerate=25/1 ! \
          turbovsr model=bicubic window=17 overlap=1 ! appsink name=sink sync=false max-buffers=4",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    );
+    let sink = common::appsink(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     for _ in 0..5 {
         sink.try_pull_sample(gst::ClockTime::from_seconds(30))
@@ -451,7 +426,7 @@ fn flushing_seek_mid_window() {
 
 #[test]
 fn stopping_mid_window_does_not_hang() {
-    init();
+    common::init();
     for _ in 0..5 {
         let pipeline = gst::parse::launch(
             "videotestsrc is-live=true ! video/x-raw,format=RGB,width=32,height=32,framerate=100/1 ! \
@@ -482,7 +457,7 @@ fn start_error(description: &str) -> String {
 
 #[test]
 fn missing_or_bad_model_is_an_error_naming_the_path() {
-    init();
+    common::init();
     let err = start_error("videotestsrc ! turbovsr model=/nonexistent/turbovsr-model ! fakesink");
     assert!(err.contains("/nonexistent/turbovsr-model"), "{err}");
     assert!(err.contains("No such file"), "{err}");
@@ -498,7 +473,7 @@ fn missing_or_bad_model_is_an_error_naming_the_path() {
 
 #[test]
 fn unsupported_caps_are_refused() {
-    init();
+    common::init();
     let err = gst::parse::launch(
         "videotestsrc num-buffers=2 ! video/x-raw,format=GRAY8 ! turbovsr model=bicubic ! fakesink",
     )
@@ -508,7 +483,7 @@ fn unsupported_caps_are_refused() {
 
 #[test]
 fn a_new_segment_mid_stream_drains_without_losing_frames() {
-    init();
+    common::init();
     let mut h = harness(&[]);
     let caps = caps("RGB", 4, 4);
     h.set_src_caps(caps.clone());
@@ -555,7 +530,7 @@ fn out_size(caps: &gst::Caps, scale: u32) -> usize {
 
 #[test]
 fn random_sizes_formats_and_event_orders_lose_only_flushed_frames() {
-    init();
+    common::init();
     const FORMATS: [&str; 8] = [
         "RGB", "BGRx", "RGBA", "I420", "NV12", "Y444", "YV12", "NV21",
     ];
@@ -650,16 +625,13 @@ fn random_sizes_formats_and_event_orders_lose_only_flushed_frames() {
 
 #[test]
 fn live_source_with_a_syncing_sink_gets_no_late_buffers() {
-    init();
+    common::init();
     // 25 fps live, window 9: the element reports upstream + 9 frames + its window time, the
     // sink waits that long before rendering, so every buffer arrives in time.
-    let pipeline = gst::parse::launch(
+    let pipeline = common::launch(
         "videotestsrc is-live=true num-buffers=60 ! video/x-raw,format=I420,width=32,height=32,framerate=25/1 ! \
          turbovsr name=sr model=bicubic window=9 overlap=1 scale=2 ! fakesink name=out sync=true qos=true",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    );
     pipeline.set_state(gst::State::Playing).unwrap();
     let bus = pipeline.bus().unwrap();
     let mut late = Vec::new();

@@ -1,0 +1,49 @@
+//! Helpers shared by the element and pipeline test binaries (`mod common;` in each).
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::sync::Once;
+
+use gst::prelude::*;
+
+static INIT: Once = Once::new();
+
+/// Initialises GStreamer and registers the plugin from this build, once per test binary.
+pub fn init() {
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstturbovsr::plugin_register_static().expect("register the turbovsr plugin");
+    });
+}
+
+/// A pipeline from a `gst-launch-1.0` description.
+pub fn launch(description: &str) -> gst::Pipeline {
+    gst::parse::launch(description)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap()
+}
+
+/// The appsink named `name` in `pipeline`.
+pub fn appsink(pipeline: &gst::Pipeline, name: &str) -> gst_app::AppSink {
+    pipeline
+        .by_name(name)
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap()
+}
+
+/// Waits for EOS or an error (60 s at most); returns the error's text, if any.
+pub fn finish(pipeline: &gst::Pipeline) -> Option<String> {
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS or an error within 60 s");
+    match msg.view() {
+        gst::MessageView::Error(e) => Some(format!("{} {:?}", e.error(), e.debug())),
+        _ => None,
+    }
+}
