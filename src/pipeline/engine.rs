@@ -4,9 +4,7 @@
 use candle_core::{Device, Tensor};
 
 use super::format::RgbFrame;
-use super::processor::{
-    ensure_finite, CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput,
-};
+use super::processor::{CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput};
 use super::resize::{resize_bicubic, upload};
 use super::window::Window;
 
@@ -130,13 +128,6 @@ impl UpscaleEngine {
         };
         let out = self.processor.process(&input, cancel)?;
         let n_emit = window.emit.len();
-        ensure_finite(&out, || {
-            format!(
-                "window {}: the output of {}",
-                window.index,
-                self.processor.name()
-            )
-        })?;
         if out.dims() != [3, n_emit, out_h, out_w] {
             return Err(anyhow::anyhow!(
                 "processor {} returned a {:?} tensor for window {}, expected [3, {n_emit}, {out_h}, {out_w}]",

@@ -76,9 +76,14 @@ fn axis_weights(n: usize, taper_start: bool, taper_end: bool) -> Vec<f32> {
 
 /// Gaussian weights of a tile, `[height, width]`, sigma = size / 4 per axis, peak 1 at the centre.
 pub fn gaussian_weights(height: usize, width: usize, device: &Device) -> Result<Tensor> {
-    let wy = Tensor::from_vec(axis_weights(height, false, false), (height, 1), device)?;
-    let wx = Tensor::from_vec(axis_weights(width, false, false), (1, width), device)?;
-    wy.broadcast_mul(&wx)
+    // A tile that is the whole latent has no inner edge to fade towards.
+    let whole = Tile {
+        y: 0,
+        x: 0,
+        height,
+        width,
+    };
+    tile_weights(&whole, height, width, device)
 }
 
 /// The blending weights of `tile` in a `height` x `width` latent, `[tile.height, tile.width]`:
