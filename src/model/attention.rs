@@ -85,7 +85,7 @@ pub fn attention(
 ) -> Result<Tensor> {
     let (_, heads, q_len, _) = q.dims4()?;
     let kv_len = k.dim(2)?;
-    if q.device().is_cpu() {
+    if q.device().is_cpu() && !crate::model::autograd::enabled() {
         check_shapes(q, k, v, bias)?;
         return fused_attention(
             q,
@@ -110,7 +110,7 @@ pub fn chunked_attention(
     scale: f64,
     chunks: ChunkSizes,
 ) -> Result<Tensor> {
-    if q.device().is_cpu() {
+    if q.device().is_cpu() && !crate::model::autograd::enabled() {
         check_shapes(q, k, v, bias)?;
         if chunks.query == 0 || chunks.key == 0 {
             candle_core::bail!("attention: chunk sizes must be positive, got {chunks:?}");

@@ -2,6 +2,7 @@
 //! transformer, written with candle and loaded by their diffusers key names.
 
 pub mod attention;
+pub mod autograd;
 pub mod checkpoint;
 pub mod conv3d;
 pub mod flops;

@@ -13,6 +13,7 @@
 //! compiled a second time for AVX2 + FMA, picked at run time (the crate targets baseline x86-64).
 //! Other dtypes and devices fall back to candle's ops, so callers can use these unconditionally.
 
+use crate::model::autograd;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Storage, Tensor};
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -203,13 +204,21 @@ impl CustomOp1 for GeluTanh {
 }
 
 fn fast_path(x: &Tensor) -> bool {
-    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32
+    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && !autograd::enabled()
+}
+
+/// The fused kernels below take raw CPU slices and record no backward op: off while training.
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && !autograd::enabled()
 }
 
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if fast_path(x) {
         x.contiguous()?.apply_op1_no_bwd(&SoftmaxLastDim)
+    } else if autograd::enabled() {
+        // candle-nn's softmax_last_dim records no backward op either
+        candle_nn::ops::softmax(x, candle_core::D::Minus1)
     } else {
         candle_nn::ops::softmax_last_dim(x)
     }
@@ -417,7 +426,7 @@ pub fn rms_norm_modulate(
     scale: &Tensor,
     shift: &Tensor,
 ) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+    if !fused(x) {
         let h = super::layers::rms_norm(x, weight, eps)?;
         return super::layers::modulate(&h, scale, shift);
     }
@@ -475,7 +484,7 @@ pub fn rms_norm_rope(
     rope: Option<&super::rope::Rope>,
 ) -> Result<Tensor> {
     let (b, n, d) = x.dims3()?;
-    if !x.device().is_cpu() || d % 2 != 0 {
+    if !fused(x) || d % 2 != 0 {
         let h = super::layers::rms_norm(x, Some(weight), eps)?;
         return match rope {
             Some(rope) => super::rope::apply_rotary_emb(&h, rope),
@@ -525,7 +534,7 @@ pub fn rms_norm_rope(
 /// `h + y * gate` (the gated residual of an LTX block), in f32, returned in `h`'s dtype. `h` and
 /// `y` (b, n, D), `gate` (1 or b, 1 or n, D).
 pub fn gated_residual(h: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
-    if !h.device().is_cpu() {
+    if !fused(h) {
         return h + y.broadcast_mul(gate)?;
     }
     let (b, n, d) = h.dims3()?;
@@ -577,7 +586,7 @@ pub fn linear_f32(
         .into_iter()
         .flatten()
         .all(|t| t.dtype() == DType::F32 && t.device().is_cpu());
-    if !all_f32 {
+    if !all_f32 || autograd::enabled() {
         return Ok(None);
     }
     let (rows, in_dim) = x.dims2()?;

@@ -173,8 +173,8 @@ impl ShapeRecorder {
     }
 }
 
-/// The VAE's tensors for `cfg`.
-fn vae_shapes(cfg: &VaeConfig) -> anyhow::Result<BTreeMap<String, Vec<usize>>> {
+/// The VAE's tensors for `cfg` (name -> shape).
+pub fn vae_shapes(cfg: &VaeConfig) -> anyhow::Result<BTreeMap<String, Vec<usize>>> {
     let rec = ShapeRecorder::default();
     let vb = VarBuilder::from_backend(Box::new(rec.clone()), DType::F32, Device::Cpu);
     AutoencoderKlLtxVideo::new(cfg, vb).context("enumerating the VAE's tensors")?;
@@ -183,7 +183,7 @@ fn vae_shapes(cfg: &VaeConfig) -> anyhow::Result<BTreeMap<String, Vec<usize>>> {
 
 /// The transformer's tensors (with the TurboVSR head) for `cfg`. Builds one block and repeats
 /// its keys, so the 2B model is never built.
-fn transformer_shapes(
+pub fn transformer_shapes(
     cfg: &LtxTransformerConfig,
     cond_channels: usize,
     step_embedder: bool,
@@ -216,10 +216,10 @@ fn transformer_shapes(
 }
 
 /// SplitMix64: a small, fast, seedable generator for the weights.
-struct SplitMix(u64);
+pub struct SplitMix(pub u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -228,7 +228,7 @@ impl SplitMix {
     }
 
     /// Two standard normal values (Box-Muller).
-    fn normal_pair(&mut self) -> (f32, f32) {
+    pub fn normal_pair(&mut self) -> (f32, f32) {
         let u1 = ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
         let u2 = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
         let r = (-2.0 * u1.ln()).sqrt();
@@ -268,7 +268,7 @@ fn init_for(name: &str, shape: &[usize]) -> (f32, f32) {
     (0.0, 1.0 / (fan_in.max(1) as f32).sqrt())
 }
 
-fn hash_name(seed: u64, name: &str) -> u64 {
+pub fn hash_name(seed: u64, name: &str) -> u64 {
     let mut h = SplitMix(seed ^ 0x5151_7a7a);
     let mut acc = h.next();
     for b in name.bytes() {
@@ -350,7 +350,7 @@ fn f32_to_bf16(v: f32) -> u16 {
     ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
 }
 
-fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+pub fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
         .with_context(|| format!("writing {}", path.display()))
 }

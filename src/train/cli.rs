@@ -1,0 +1,142 @@
+//! `turbovsr train vae|denoiser`: the training commands (DESIGN §7 style: one command per
+//! stage, a run folder that resumes, an exported checkpoint folder at the end).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use candle_core::DType;
+
+use super::denoiser::{export_model, train_denoiser, DenoiserTrainConfig, Objective};
+use super::run::RunDir;
+use super::source::{ClipSource, SyntheticSource};
+use super::vae::{export_vae, reconstruction_psnr, train_vae, VaeTrainConfig};
+use crate::model::vae::AutoencoderKlLtxVideo;
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[command(subcommand)]
+    pub stage: Stage,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Stage {
+    /// Train the small VAE (an autoencoder on HR and degraded clips).
+    Vae(VaeArgs),
+    /// Train the denoiser on a trained VAE's latents.
+    Denoiser(DenoiserArgs),
+}
+
+/// Where the clips come from.
+#[derive(Debug, clap::Args)]
+pub struct DataArgs {
+    /// Image set root written by scripts/data/fetch-wallpapers.sh (train split).
+    #[arg(long, default_value = "data/wallpapers")]
+    pub data: PathBuf,
+    /// Procedural clips instead of the image set (for tests and smoke runs).
+    #[arg(long)]
+    pub synthetic: bool,
+    /// HR crop size in pixels (a multiple of 32).
+    #[arg(long, default_value_t = 128)]
+    pub crop: usize,
+    /// Degradation preset of the LR clips: realesrgan or mild.
+    #[arg(long, default_value = "realesrgan")]
+    pub degrade: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VaeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Run folder (checkpoint, log.csv); an existing run resumes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Total steps (a resumed run continues up to this count).
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Write the trained VAE (diffusers folder) here at the end.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DenoiserArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Trained VAE folder (from `train vae --export`).
+    #[arg(long)]
+    pub vae: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 5e-4)]
+    pub lr: f64,
+    #[arg(long, value_enum, default_value_t = Objective::Shortcut)]
+    pub objective: Objective,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Write the complete model folder (vae/, transformer/, turbovsr.json) here at the end.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+}
+
+fn source(args: &DataArgs) -> anyhow::Result<Box<dyn ClipSource>> {
+    if args.crop == 0 || args.crop % 32 != 0 {
+        anyhow::bail!("--crop {} must be a positive multiple of 32", args.crop);
+    }
+    if args.synthetic {
+        return Ok(Box::new(SyntheticSource {
+            height: args.crop,
+            width: args.crop,
+            scale: 4,
+        }));
+    }
+    super::data_source::open(&args.data, args.crop, &args.degrade)
+}
+
+pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let say = |m: &str| eprintln!("{m}");
+    match &args.stage {
+        Stage::Vae(a) => {
+            let src = source(&a.data)?;
+            let run = RunDir::create(&a.out)?;
+            let mut cfg = VaeTrainConfig {
+                seed: a.seed,
+                ..VaeTrainConfig::default()
+            };
+            cfg.optim.lr = a.lr;
+            let model = train_vae(src.as_ref(), &run, &cfg, a.steps, say)?;
+            let psnr = reconstruction_psnr(&model.vae, src.as_ref(), 8, 9, 0xE7A1)?;
+            eprintln!("reconstruction PSNR on 8 training clips of 9 frames: {psnr:.2} dB");
+            if let Some(dir) = &a.export {
+                export_vae(&model, src.as_ref(), dir, DType::F16)?;
+                eprintln!("wrote {}", dir.display());
+            }
+        }
+        Stage::Denoiser(a) => {
+            let src = source(&a.data)?;
+            let vae = AutoencoderKlLtxVideo::load(&a.vae, &candle_core::Device::Cpu, DType::F32)
+                .with_context(|| format!("loading the VAE {}", a.vae.display()))?;
+            let run = RunDir::create(&a.out)?;
+            let mut cfg = DenoiserTrainConfig {
+                seed: a.seed,
+                objective: a.objective,
+                batch: a.batch,
+                ..DenoiserTrainConfig::default()
+            };
+            cfg.optim.lr = a.lr;
+            let dn = train_denoiser(src.as_ref(), &vae, &run, &cfg, a.steps, say)?;
+            if let Some(dir) = &a.export {
+                export_model(&dn, &cfg, &a.vae, dir, DType::F16)?;
+                eprintln!("wrote {}", dir.display());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,477 @@
+//! Training the denoiser (paper §3.3, §3.4, supplementary §6) on the latents of a trained VAE.
+//!
+//! - Objective: flow matching (`x_s = (1 - s) x0 + s eps`, target `v = eps - x0`, DESIGN §4)
+//!   on one batch, the shortcut self-consistency loss on the next (paper eq. 4-5: one step of
+//!   size `d` equals two steps of size `d/2`, the two-step target computed without gradient),
+//!   alternating. `--objective flow` trains flow matching alone on every batch (the ablation).
+//! - Non-uniform bootstrap paths (§3.4): a shortcut batch draws a step count N in
+//!   {1, 2, ..., 64} and a step i of the *shifted* N-step schedule the sampler runs at
+//!   inference (`schedule::noise_levels`); its real step `d = s_i - s_{i+1}` is split at the
+//!   2N-step schedule's midpoint, so both halves are steps the sampler can take. The model is
+//!   conditioned on the nearest trained step size (`nearest_step_size`) exactly as at inference.
+//!   Flow-matching batches draw `s` from the same shifted distribution and condition on the
+//!   smallest step size.
+//! - Factorized conditioning as multi-task (§3.3): a batch is image SR of one frame, or video
+//!   SR of 1 + 8k frames given the clean first-frame latent (per-token timestep 0, no loss on
+//!   its tokens), as the element runs them.
+//! - Condition noise augmentation (supplementary §6): with probability `cond_aug`, the
+//!   condition latent is noised like a DDPM at a step drawn from 0..=300 (scaled-linear betas
+//!   0.00085..0.012, 1000 steps).
+//! - Caption-free: the prompt is one zero embedding, what the element uses without
+//!   `prompt-embeds`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::optim::{AdamW, AdamWConfig};
+use super::params;
+use super::run::RunDir;
+use super::source::{step_seed, ClipSource, Normal};
+use crate::model::autograd::AutogradScope;
+use crate::model::transformer::{LtxTransformerConfig, RopePositions, TransformerInputs};
+use crate::model::turbovsr::denoiser::pack_latents;
+use crate::model::turbovsr::test_model::{transformer_shapes, write_json};
+use crate::model::turbovsr::TurboVsrDenoiser;
+use crate::model::vae::AutoencoderKlLtxVideo;
+use crate::pipeline::resize::resize_bicubic;
+use crate::sample::schedule::{default_step_sizes, nearest_step_size, noise_levels};
+
+/// Caption channels of the shipped model: it is trained caption-free (a zero prompt).
+pub const CAPTION_CHANNELS: usize = 8;
+/// Frame rate of the RoPE time axis (turbovsr.json `frame_rate`).
+pub const FRAME_RATE: f64 = 25.0;
+
+/// `config.json` of the small transformer: LTX's block with 4 heads of 32, 4 layers.
+pub fn small_transformer_config_json(latent_channels: usize) -> serde_json::Value {
+    json!({
+        "_class_name": "LTXVideoTransformer3DModel",
+        "_diffusers_version": "0.42.1",
+        "in_channels": latent_channels,
+        "out_channels": latent_channels,
+        "patch_size": 1,
+        "patch_size_t": 1,
+        "num_attention_heads": 4,
+        "attention_head_dim": 32,
+        "cross_attention_dim": 128,
+        "num_layers": 4,
+        "activation_fn": "gelu-approximate",
+        "qk_norm": "rms_norm_across_heads",
+        "norm_elementwise_affine": false,
+        "norm_eps": 1e-6,
+        "caption_channels": CAPTION_CHANNELS,
+        "attention_bias": true,
+        "attention_out_bias": true,
+    })
+}
+
+/// Initial values: linears `N(0, 1/fan_in)`; the output projections of attention and
+/// feed-forward and the final `proj_out` at zero, so every block starts as the identity and the
+/// first prediction is 0 (DiT's adaLN-zero idea); LTX's `scale_shift_table`s `N(0, 1/D)`;
+/// norms 1, biases 0.
+pub fn denoiser_init(name: &str, shape: &[usize]) -> (f32, f32) {
+    let leaf = name.rsplit('.').next().unwrap_or(name);
+    if leaf == "scale_shift_table" {
+        let d = shape.last().copied().unwrap_or(1).max(1);
+        return (0.0, 1.0 / (d as f32).sqrt());
+    }
+    if shape.len() <= 1 {
+        let one = name.contains("norm") && leaf == "weight";
+        return (if one { 1.0 } else { 0.0 }, 0.0);
+    }
+    if name.starts_with("proj_out") || name.contains("to_out.0") || name.contains("ff.net.2") {
+        return (0.0, 0.0);
+    }
+    let fan_in: usize = shape[1..].iter().product();
+    (0.0, 1.0 / (fan_in.max(1) as f32).sqrt())
+}
+
+/// Which losses a run trains.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Flow matching and shortcut self-consistency on alternating batches (the paper).
+    Shortcut,
+    /// Flow matching on every batch (the ablation's baseline; no step-size embedder).
+    Flow,
+}
+
+/// Settings of a denoiser run (stored in its checkpoint).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DenoiserTrainConfig {
+    pub seed: u64,
+    pub objective: Objective,
+    pub batch: usize,
+    /// Frames of a video-SR sample (1 + 8k).
+    pub frames: usize,
+    /// Share of image-SR batches (factorized conditioning's first task).
+    pub image_share: f64,
+    /// Fixed shift factor of the schedule, in training and in the exported turbovsr.json.
+    pub shift: f64,
+    /// Step sizes the model is conditioned on (nearest-neighbour selection).
+    pub step_sizes: Vec<f64>,
+    /// Largest step count whose steps the shortcut loss bootstraps (its halves come from 2N).
+    pub max_bootstrap_steps: usize,
+    /// Probability of the DDPM-style noise augmentation of the condition.
+    pub cond_aug: f64,
+    /// Largest DDPM step of that augmentation.
+    pub cond_aug_max_t: usize,
+    pub optim: AdamWConfig,
+    pub checkpoint_every: usize,
+}
+
+impl Default for DenoiserTrainConfig {
+    fn default() -> Self {
+        Self {
+            seed: 2,
+            objective: Objective::Shortcut,
+            batch: 4,
+            frames: 9,
+            image_share: 0.5,
+            shift: 2.0,
+            step_sizes: default_step_sizes(),
+            max_bootstrap_steps: 64,
+            cond_aug: 0.5,
+            cond_aug_max_t: 300,
+            optim: AdamWConfig {
+                lr: 5e-4,
+                warmup: 100,
+                ..AdamWConfig::default()
+            },
+            checkpoint_every: 50,
+        }
+    }
+}
+
+/// A denoiser with trainable weights.
+pub struct TrainableDenoiser {
+    pub config: LtxTransformerConfig,
+    pub config_json: serde_json::Value,
+    pub varmap: candle_nn::VarMap,
+    pub model: TurboVsrDenoiser,
+}
+
+impl TrainableDenoiser {
+    pub fn new(latent_channels: usize, shortcut: bool, seed: u64) -> anyhow::Result<Self> {
+        let config_json = small_transformer_config_json(latent_channels);
+        let config: LtxTransformerConfig = serde_json::from_value(config_json.clone())?;
+        let shapes = transformer_shapes(&config, latent_channels, shortcut)?;
+        let varmap = params::init_varmap(&shapes, &denoiser_init, seed)?;
+        let model = TurboVsrDenoiser::new(
+            &config,
+            latent_channels,
+            std::f64::consts::FRAC_1_SQRT_2,
+            params::var_builder(&varmap),
+        )?;
+        Ok(Self {
+            config,
+            config_json,
+            varmap,
+            model,
+        })
+    }
+}
+
+/// One training batch in normalized latents: `x0` (clean HR) and `cond` (the LR clip,
+/// bicubic-upscaled to the HR size and encoded, as the element does), `(B, C, t, h, w)`.
+pub fn encode_batch(
+    vae: &AutoencoderKlLtxVideo,
+    source: &dyn ClipSource,
+    batch: usize,
+    frames: usize,
+    seed: u64,
+) -> anyhow::Result<(Tensor, Tensor)> {
+    let (h, w) = source.size();
+    let mut hr = Vec::with_capacity(batch);
+    let mut lr = Vec::with_capacity(batch);
+    for i in 0..batch {
+        let (hr_clip, lr_clip) = source.clip(frames, seed.wrapping_add(i as u64 * 7919))?;
+        hr.push(((hr_clip * 2.0)? - 1.0)?);
+        lr.push(((resize_bicubic(&lr_clip, h, w)? * 2.0)? - 1.0)?);
+    }
+    let enc = |clips: Vec<Tensor>| -> anyhow::Result<Tensor> {
+        let x = Tensor::stack(&clips, 0)?;
+        Ok(vae.normalize_latents(&vae.encode(&x)?.mean)?)
+    };
+    Ok((enc(hr)?, enc(lr)?))
+}
+
+/// `alpha_bar` of Stable Diffusion's scaled-linear DDPM schedule at step `t` of 1000.
+pub fn ddpm_alpha_bar(t: usize) -> f64 {
+    let (b0, b1) = (0.00085f64.sqrt(), 0.012f64.sqrt());
+    (0..=t.min(999))
+        .map(|i| {
+            let beta = (b0 + (b1 - b0) * i as f64 / 999.0).powi(2);
+            1.0 - beta
+        })
+        .product()
+}
+
+/// The denoiser bound to one batch's condition, prompt and token grid.
+struct Bound<'a> {
+    model: &'a TurboVsrDenoiser,
+    cond: Tensor,
+    prompt: Tensor,
+    mask: Tensor,
+    video_shape: (usize, usize, usize),
+    rope: [f32; 3],
+}
+
+impl Bound<'_> {
+    fn velocity(
+        &self,
+        x: &Tensor,
+        timestep: &Tensor,
+        step_size: f64,
+    ) -> candle_core::Result<Tensor> {
+        let inputs = TransformerInputs {
+            hidden_states: x,
+            encoder_hidden_states: &self.prompt,
+            timestep,
+            encoder_attention_mask: Some(&self.mask),
+            video_shape: self.video_shape,
+            positions: RopePositions::Grid {
+                rope_interpolation_scale: Some(self.rope),
+            },
+        };
+        self.model.forward(&inputs, &self.cond, step_size)
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    pub loss: f32,
+    pub shortcut: bool,
+    pub frames: usize,
+    pub grad_norm: f64,
+}
+
+/// Builds one step's loss and updates the weights.
+fn train_step(
+    dn: &TrainableDenoiser,
+    vae: &AutoencoderKlLtxVideo,
+    source: &dyn ClipSource,
+    cfg: &DenoiserTrainConfig,
+    opt: &mut AdamW,
+    step: usize,
+) -> anyhow::Result<StepReport> {
+    let seed = step_seed(cfg.seed, step);
+    let mut rng = Normal::new(seed ^ 0xD1FF);
+    let frames = if rng.uniform() < cfg.image_share {
+        1
+    } else {
+        cfg.frames
+    };
+    let (x0, cond) = encode_batch(vae, source, cfg.batch, frames, seed)?;
+    let (b, c, t, h, w) = x0.dims5()?;
+    let n = t * h * w;
+    let first = if t > 1 { h * w } else { 0 };
+    // condition augmentation, per sample
+    let mut conds = Vec::with_capacity(b);
+    for i in 0..b {
+        let ci = cond.narrow(0, i, 1)?;
+        conds.push(if rng.uniform() < cfg.cond_aug {
+            let ab = ddpm_alpha_bar((rng.uniform() * (cfg.cond_aug_max_t + 1) as f64) as usize);
+            ((ci * ab.sqrt())? + (rng.tensor(&[1, c, t, h, w])? * (1.0 - ab).sqrt())?)?
+        } else {
+            ci
+        });
+    }
+    let cond = Tensor::cat(&conds, 0)?;
+    let bound = Bound {
+        model: &dn.model,
+        cond: pack_latents(&cond, 1, 1)?,
+        prompt: Tensor::zeros((b, 1, CAPTION_CHANNELS), DType::F32, &Device::Cpu)?,
+        mask: Tensor::ones((b, 1), DType::F32, &Device::Cpu)?,
+        video_shape: (t, h, w),
+        rope: [8.0 / FRAME_RATE as f32, 8.0, 8.0],
+    };
+    let x0 = pack_latents(&x0, 1, 1)?; // (b, n, c)
+    let eps = rng.tensor(&[b, n, c])?;
+    // tokens of the clean first frame: not noised, timestep 0, no loss
+    let noisy_mask = {
+        let mut m = vec![1f32; n];
+        m[..first].fill(0.0);
+        Tensor::from_vec(m, (1, n, 1), &Device::Cpu)?
+    };
+    let shortcut = cfg.objective == Objective::Shortcut && step % 2 == 1;
+    let d_min = cfg.step_sizes.iter().copied().fold(1.0, f64::min);
+    let nearest = |d: f64| nearest_step_size(d, &cfg.step_sizes).unwrap_or(d);
+    // per-sample noise level s (b,), the model's step size, and the target
+    let (s, d_model, target) = if shortcut {
+        let levels = (cfg.max_bootstrap_steps.max(1) as f64).log2().floor() as u32;
+        let big_n = 1usize << ((rng.uniform() * (levels + 1) as f64) as u32).min(levels);
+        let i = ((rng.uniform() * big_n as f64) as usize).min(big_n - 1);
+        let fine = noise_levels(2 * big_n, cfg.shift);
+        let (s0, s_mid, s1) = (fine[2 * i], fine[2 * i + 1], fine[2 * i + 2]);
+        let (d1, d2, d) = (s0 - s_mid, s_mid - s1, s0 - s1);
+        let s = vec![s0; b];
+        let xs = noisy(&x0, &eps, &s, &noisy_mask)?;
+        // the two half steps, without gradient (the fused inference kernels)
+        let ts0 = timesteps(&s, n, first)?;
+        let v1 = bound.velocity(&xs, &ts0, nearest(d1))?.detach();
+        let x_mid = (&xs - v1.broadcast_mul(&noisy_mask)?.affine(d1, 0.0)?)?;
+        let ts_mid = timesteps(&vec![s_mid; b], n, first)?;
+        let v2 = bound.velocity(&x_mid, &ts_mid, nearest(d2))?.detach();
+        let target = ((v1.affine(d1, 0.0)? + v2.affine(d2, 0.0)?)? / d)?;
+        (s, nearest(d), target)
+    } else {
+        let s: Vec<f64> = (0..b)
+            .map(|_| {
+                let u = rng.uniform().clamp(1e-4, 1.0);
+                cfg.shift * u / (1.0 + (cfg.shift - 1.0) * u)
+            })
+            .collect();
+        (s, d_min, (&eps - &x0)?)
+    };
+    let xs = noisy(&x0, &eps, &s, &noisy_mask)?;
+    let ts = timesteps(&s, n, first)?;
+    let (loss, grads) = {
+        let _scope = AutogradScope::enter();
+        let v = bound.velocity(&xs, &ts, d_model)?;
+        let err = (v - &target)?.broadcast_mul(&noisy_mask)?.sqr()?;
+        let loss = (err.sum_all()? / (b * (n - first) * c) as f64)?;
+        let grads = loss.backward()?;
+        (loss.to_scalar::<f32>()?, grads)
+    };
+    let grad_norm = opt.update(&grads)?;
+    Ok(StepReport {
+        loss,
+        shortcut,
+        frames,
+        grad_norm,
+    })
+}
+
+/// `x_s = (1 - s) x0 + s eps` on the noisy tokens, `x0` on the clean ones.
+fn noisy(x0: &Tensor, eps: &Tensor, s: &[f64], noisy_mask: &Tensor) -> candle_core::Result<Tensor> {
+    let b = s.len();
+    let s_t = Tensor::from_vec(
+        s.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        (b, 1, 1),
+        &Device::Cpu,
+    )?;
+    let s_tok = s_t.broadcast_mul(noisy_mask)?; // (b, n, 1): 0 on clean tokens
+    let keep = (1.0 - &s_tok)?;
+    x0.broadcast_mul(&keep)? + eps.broadcast_mul(&s_tok)?
+}
+
+/// Per-token timesteps `1000 s` (b, n), 0 on the first `first` tokens.
+fn timesteps(s: &[f64], n: usize, first: usize) -> candle_core::Result<Tensor> {
+    let mut v = Vec::with_capacity(s.len() * n);
+    for &si in s {
+        v.extend(std::iter::repeat_n(0f32, first));
+        v.extend(std::iter::repeat_n((1000.0 * si) as f32, n - first));
+    }
+    Tensor::from_vec(v, (s.len(), n), &Device::Cpu)
+}
+
+/// Trains for `steps` steps in total, resuming from `run`'s checkpoint when there is one.
+pub fn train_denoiser(
+    source: &dyn ClipSource,
+    vae: &AutoencoderKlLtxVideo,
+    run: &RunDir,
+    cfg: &DenoiserTrainConfig,
+    steps: usize,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<TrainableDenoiser> {
+    let latent_channels = vae.config().latent_channels;
+    let dn = TrainableDenoiser::new(
+        latent_channels,
+        cfg.objective == Objective::Shortcut,
+        cfg.seed,
+    )?;
+    let mut opt = AdamW::new(params::sorted_vars(&dn.varmap)?, cfg.optim)?;
+    let settings = json!({"kind": "denoiser", "config": cfg, "transformer": dn.config_json,
+                          "size": source.size(), "scale": source.scale()});
+    let start = run.resume(&dn.varmap, &mut opt, &settings)?;
+    if start > 0 {
+        progress(&format!("resuming from step {start}"));
+    }
+    progress(&format!(
+        "denoiser: {} parameters, objective {:?}",
+        params::count(&dn.varmap),
+        cfg.objective
+    ));
+    let t0 = Instant::now();
+    for step in start..steps {
+        let r = train_step(&dn, vae, source, cfg, &mut opt, step)?;
+        run.log(
+            "step,objective,frames,loss,grad_norm,lr,seconds",
+            &format!(
+                "{},{},{},{:.6},{:.4},{:.2e},{:.1}",
+                step + 1,
+                if r.shortcut { "shortcut" } else { "flow" },
+                r.frames,
+                r.loss,
+                r.grad_norm,
+                opt.lr(),
+                t0.elapsed().as_secs_f64()
+            ),
+        )?;
+        if (step + 1) % 10 == 0 {
+            progress(&format!(
+                "step {}/{steps} {} loss {:.4} |g| {:.3} ({:.2} s/step)",
+                step + 1,
+                if r.shortcut { "shortcut" } else { "flow" },
+                r.loss,
+                r.grad_norm,
+                t0.elapsed().as_secs_f64() / (step + 1 - start) as f64
+            ));
+        }
+        if (step + 1) % cfg.checkpoint_every == 0 || step + 1 == steps {
+            run.save(
+                &dn.varmap,
+                &opt,
+                &json!({"step": step + 1, "settings": settings}),
+            )?;
+        }
+    }
+    Ok(dn)
+}
+
+/// Writes a complete checkpoint folder (DESIGN §3.3): `vae/` copied from `vae_dir`,
+/// `transformer/` with the trained weights in `dtype`, and `turbovsr.json` with the schedule
+/// the model was trained with.
+pub fn export_model(
+    dn: &TrainableDenoiser,
+    cfg: &DenoiserTrainConfig,
+    vae_dir: &Path,
+    out: &Path,
+    dtype: DType,
+) -> anyhow::Result<()> {
+    let vae_out = out.join("vae");
+    let tf_out = out.join("transformer");
+    for d in [&vae_out, &tf_out] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(vae_dir.join(f), vae_out.join(f))
+            .with_context(|| format!("copying {}", vae_dir.join(f).display()))?;
+    }
+    write_json(&tf_out.join("config.json"), &dn.config_json)?;
+    params::save(
+        &dn.varmap,
+        &tf_out.join("diffusion_pytorch_model.safetensors"),
+        dtype,
+    )?;
+    let mut config = json!({
+        "scale": 4,
+        "shift": cfg.shift,
+        "cond_scale": std::f64::consts::FRAC_1_SQRT_2,
+        "frame_rate": FRAME_RATE,
+    });
+    if cfg.objective == Objective::Shortcut {
+        config["step_sizes"] = json!(cfg.step_sizes);
+    }
+    write_json(
+        &out.join(crate::model::turbovsr::config::CONFIG_FILE),
+        &config,
+    )?;
+    Ok(())
+}
