@@ -440,27 +440,38 @@ pub fn add_noise(img: &mut Img, noise: Noise, rng: &mut ChaCha8Rng) {
             }
         }
         Noise::Poisson { scale, gray } => {
-            // Real-ESRGAN quantises to 8 bits and scales by vals = 2^ceil(log2(#unique values)),
-            // which is 256 for any natural 8-bit image; one Poisson law per level, built once
-            const VALS: f64 = 256.0;
+            // Real-ESRGAN quantises to 8 bits and uses vals = 2^ceil(log2(#distinct levels in the
+            // image)): Poisson(level * vals) / vals - level, so a smooth image (few levels) is
+            // noisier than a detailed one; one Poisson law per level, built once per call
+            let levels: Vec<u8> = if gray {
+                img.data
+                    .chunks_exact(3)
+                    .map(|p| to_u8(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]))
+                    .collect()
+            } else {
+                img.data.iter().map(|&v| to_u8(v)).collect()
+            };
+            let mut seen = [false; 256];
+            levels.iter().for_each(|&l| seen[l as usize] = true);
+            let distinct = seen.iter().filter(|&&b| b).count().max(1);
+            let vals = distinct.next_power_of_two() as f64;
             let laws: Vec<Option<Poisson<f64>>> = (0..256)
-                .map(|l| Poisson::new(l as f64 / 255.0 * VALS).ok())
+                .map(|l| Poisson::new(l as f64 / 255.0 * vals).ok())
                 .collect();
-            let draw = |v: f32, rng: &mut ChaCha8Rng| -> f32 {
-                let level = to_u8(v);
+            let draw = |level: u8, rng: &mut ChaCha8Rng| -> f32 {
                 let lam = level as f64 / 255.0;
                 let sample = laws[level as usize].map_or(0.0, |p| p.sample(rng));
-                (sample / VALS - lam) as f32
+                (sample / vals - lam) as f32
             };
             if gray {
-                for px in img.data.chunks_exact_mut(3) {
-                    let g = 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
-                    let n = scale * draw(g, rng);
+                for (px, &l) in img.data.chunks_exact_mut(3).zip(&levels) {
+                    let n = scale * draw(l, rng);
                     px.iter_mut().for_each(|v| *v += n);
                 }
             } else {
-                for v in &mut img.data {
-                    *v += scale * draw(*v, rng);
+                for (v, &l) in img.data.iter_mut().zip(&levels) {
+                    // Real-ESRGAN adds the noise to the rounded image
+                    *v = l as f32 / 255.0 + scale * draw(l, rng);
                 }
             }
         }
@@ -663,35 +674,53 @@ mod tests {
     }
 
     #[test]
-    fn poisson_noise_variance_follows_the_level() {
-        // Poisson(lam * 256) / 256 has variance lam / 256: brighter levels are noisier
+    fn poisson_noise_variance_follows_the_level_and_the_level_count() {
+        // levels 0..=204 (205 distinct -> vals 256): noise variance = mean level / 256
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let mut stds = Vec::new();
-        for level in [0.1f32, 0.8] {
-            let mut img = flat(128, 128, level);
-            add_noise(
-                &mut img,
-                Noise::Poisson {
-                    scale: 1.0,
-                    gray: false,
-                },
-                &mut rng,
-            );
-            let n = img.data.len() as f64;
-            let mean = img.data.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let std = (img
-                .data
-                .iter()
-                .map(|&v| (v as f64 - mean).powi(2))
-                .sum::<f64>()
-                / n)
-                .sqrt();
-            let lam = (level * 255.0).round() as f64 / 255.0;
-            let want = (lam / 256.0).sqrt();
-            assert!((std - want).abs() < 0.1 * want, "{level}: {std} vs {want}");
-            stds.push(std);
+        let (w, h) = (205, 160);
+        let mut img = flat(w, h, 0.0);
+        for (i, v) in img.data.iter_mut().enumerate() {
+            *v = ((i / 3) % 205) as f32 / 255.0;
         }
-        assert!(stds[1] > 2.0 * stds[0]);
+        let before = img.clone();
+        add_noise(
+            &mut img,
+            Noise::Poisson {
+                scale: 1.0,
+                gray: false,
+            },
+            &mut rng,
+        );
+        let n = img.data.len() as f64;
+        let var = img
+            .data
+            .iter()
+            .zip(&before.data)
+            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+            .sum::<f64>()
+            / n;
+        let want = before.data.iter().map(|&v| v as f64).sum::<f64>() / n / 256.0;
+        assert!((var - want).abs() < 0.1 * want, "{var} vs {want}");
+        // a flat image has one level: vals = 1, Poisson(level) - level, variance = level
+        let mut flat_img = flat(128, 128, 0.5);
+        let level = 128.0 / 255.0;
+        add_noise(
+            &mut flat_img,
+            Noise::Poisson {
+                scale: 0.05,
+                gray: true,
+            },
+            &mut rng,
+        );
+        let n = flat_img.data.len() as f64;
+        let var = flat_img
+            .data
+            .iter()
+            .map(|&v| (v as f64 - level).powi(2))
+            .sum::<f64>()
+            / n;
+        let want = 0.05f64.powi(2) * level;
+        assert!((var - want).abs() < 0.1 * want, "{var} vs {want}");
     }
 
     #[test]

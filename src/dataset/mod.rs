@@ -257,6 +257,8 @@ mod tests {
                 .sum::<f32>()
                 / clip.lr[0].data.len() as f32;
             assert!(mad < 0.1, "frame {k}: {mad}");
+            // fresh noise per frame
+            assert_ne!(clip.lr[k], clip.lr[0]);
         }
     }
 
