@@ -7,6 +7,7 @@
 use gst::glib;
 
 pub mod bench;
+pub mod dataset;
 pub mod element;
 pub mod model;
 pub mod parity;

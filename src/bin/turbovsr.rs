@@ -29,6 +29,8 @@ enum Command {
     Parity(gstturbovsr::parity::ParityArgs),
     /// Train the small VAE or the denoiser (resumable run folders, reproducible from a seed).
     Train(gstturbovsr::train::cli::TrainArgs),
+    /// Training data: write a held-out eval set, print split counts (issue 11).
+    Data(gstturbovsr::dataset::cli::DataArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +44,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => gstturbovsr::bench::run(args),
         Command::Parity(args) => gstturbovsr::parity::run(args),
         Command::Train(args) => gstturbovsr::train::cli::run(args),
+        Command::Data(args) => gstturbovsr::dataset::cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
