@@ -8,6 +8,7 @@ use gst::glib;
 
 pub mod bench;
 pub mod element;
+pub mod eval;
 pub mod model;
 pub mod parity;
 pub mod pipeline;

@@ -27,6 +27,8 @@ enum Command {
     Bench(gstturbovsr::bench::BenchArgs),
     /// Run the parity fixtures on a device and compare with the CPU f32 result.
     Parity(gstturbovsr::parity::ParityArgs),
+    /// PSNR, SSIM and sharpness of bicubic and a model (at several step counts) on an eval set.
+    Eval(gstturbovsr::eval::EvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Convert(args) => gstturbovsr::model::checkpoint::inspect::run_convert(args),
         Command::Bench(args) => gstturbovsr::bench::run(args),
         Command::Parity(args) => gstturbovsr::parity::run(args),
+        Command::Eval(args) => gstturbovsr::eval::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
