@@ -336,7 +336,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let windows = eval_window(m.frames, args.window)?;
     let model = args.model.clone().unwrap_or_default();
     let model_name = if model.is_empty() {
-        crate::pipeline::default_model::DEFAULT_MODEL_NAME.to_string()
+        // The hash names the weights, so tables of different default models can be told apart.
+        format!(
+            "{} (default-{:016x})",
+            crate::pipeline::default_model::DEFAULT_MODEL_NAME,
+            crate::pipeline::default_model::default_model_hash()
+        )
     } else {
         format!("`{model}`")
     };
@@ -389,4 +394,61 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write '{}'", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_holds_the_clip() {
+        assert_eq!(eval_window(5, None).unwrap().window(), 9);
+        assert_eq!(eval_window(17, None).unwrap().window(), 17);
+        assert_eq!(eval_window(18, None).unwrap().window(), 25);
+        assert_eq!(eval_window(18, Some(9)).unwrap().window(), 9);
+        let e = format!("{:#}", eval_window(5, Some(10)).unwrap_err());
+        assert!(e.contains("--window 10"), "{e}");
+    }
+
+    #[test]
+    fn methods_are_bicubic_then_the_model_per_step_count() {
+        let m = methods("", &[1, 4]);
+        let labels: Vec<&str> = m.iter().map(|m| m.label.as_str()).collect();
+        assert_eq!(labels, ["bicubic", "model@1", "model@4"]);
+        assert_eq!((m[2].model.as_str(), m[2].steps), ("", 4));
+        assert_eq!(methods("bicubic", &[1, 2]).len(), 1);
+    }
+
+    #[test]
+    fn markdown_has_the_command_rows_and_infinite_psnr() {
+        let row = |method: &str, psnr: f64| Row {
+            method: method.into(),
+            steps: None,
+            psnr_y: psnr,
+            psnr_rgb: psnr,
+            ssim: 0.9,
+            sharpness: 0.05,
+            seconds_per_frame: 0.01,
+        };
+        let report = Report {
+            set: "set".into(),
+            set_summary: "1 clips x 5 frames, scale 4".into(),
+            model: "m".into(),
+            clips: 1,
+            frames_per_clip: 5,
+            scale: 4,
+            window: 9,
+            device: "Cpu".into(),
+            ground_truth_sharpness: 0.07,
+            rows: vec![row("bicubic", 31.234), row("model@1", f64::INFINITY)],
+        };
+        let md = markdown(&report, "turbovsr eval --set set");
+        assert!(md.contains("`turbovsr eval --set set`"), "{md}");
+        assert!(
+            md.contains("| bicubic | 31.23 | 31.23 | 0.9000 | 0.0500 | 0.0200 | 0.010 |"),
+            "{md}"
+        );
+        assert!(md.contains("| model@1 | inf | inf |"), "{md}");
+        assert!(md.contains("| ground truth | | | | 0.0700 | 0 | |"), "{md}");
+    }
 }
