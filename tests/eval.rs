@@ -204,3 +204,49 @@ fn missing_files_and_wrong_sizes_are_named() {
     assert!(e.contains("manifest.json"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The metrics against scikit-image 0.26 / scipy 1.17 on a fixed pair of pictures
+/// (scripts/fixtures/gen_eval_metrics.py writes them and prints these values).
+#[test]
+fn metrics_match_scikit_image() {
+    use gstturbovsr::eval::{metrics, set};
+    let fixture = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/eval")
+            .join(name);
+        let (w, h, rgb) = set::read_png_rgb8(&path).unwrap();
+        set::rgb8_to_image(w, h, &rgb)
+    };
+    let (a, b) = (fixture("a.png"), fixture("b.png"));
+    let close = |got: f64, want: f64, what: &str| {
+        assert!(
+            (got - want).abs() < 1e-5,
+            "{what}: {got}, scikit-image {want}"
+        );
+    };
+    close(
+        metrics::psnr_y(&a, &b, 4).unwrap(),
+        24.828105063334846,
+        "PSNR-Y",
+    );
+    close(
+        metrics::psnr_rgb(&a, &b, 4).unwrap(),
+        19.969882716327678,
+        "PSNR-RGB",
+    );
+    close(
+        metrics::ssim_y(&a, &b, 4).unwrap(),
+        0.5886176662756428,
+        "SSIM",
+    );
+    close(
+        metrics::sharpness(&a, 4).unwrap(),
+        0.33290507467555197,
+        "sharpness a",
+    );
+    close(
+        metrics::sharpness(&b, 4).unwrap(),
+        0.2417339112400839,
+        "sharpness b",
+    );
+}
