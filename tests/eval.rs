@@ -132,6 +132,10 @@ fn bicubic_and_tiny_model_give_a_table_of_finite_numbers() {
     assert_eq!(stdout, table);
     assert!(table.contains("2 clips x 5 frames, scale 4"), "{table}");
     assert!(
+        table.contains("Degradation: `{\"kind\":\"box 4x\"}`"),
+        "{table}"
+    );
+    assert!(
         table.contains("turbovsr"),
         "the command is in the report: {table}"
     );
@@ -148,6 +152,8 @@ fn bicubic_and_tiny_model_give_a_table_of_finite_numbers() {
     assert_eq!(json["rows"][0]["method"], "bicubic");
     assert_eq!(json["clips"], 2);
     assert_eq!(json["window"], 9);
+    assert_eq!(json["per_clip"].as_array().unwrap().len(), 2);
+    assert_eq!(json["per_clip"][1]["clip"], "clip_001");
     assert!((json["rows"][0]["psnr_y"].as_f64().unwrap() - bicubic[0]).abs() < 0.01);
 
     // The tiny random checkpoint at 1 step, beside bicubic, through the same path.

@@ -88,11 +88,35 @@ pub struct Row {
     pub seconds_per_frame: f64,
 }
 
+/// The means of one method on one clip (over its frames).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClipRow {
+    pub method: String,
+    pub clip: String,
+    pub psnr_y: f64,
+    pub psnr_rgb: f64,
+    pub ssim: f64,
+    pub sharpness: f64,
+}
+
+/// What [`evaluate`] measures.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Mean sharpness of the ground truth.
+    pub ground_truth_sharpness: f64,
+    /// One row per method, averaged over frames then clips.
+    pub rows: Vec<Row>,
+    /// One row per method and clip.
+    pub per_clip: Vec<ClipRow>,
+}
+
 /// What `turbovsr eval` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub set: String,
     pub set_summary: String,
+    /// The manifest's `degradation` (how the inputs were made), if it has one.
+    pub degradation: Option<serde_json::Value>,
     pub model: String,
     pub clips: usize,
     pub frames_per_clip: usize,
@@ -102,6 +126,8 @@ pub struct Report {
     /// Sharpness of the ground truth, the value the methods should come close to.
     pub ground_truth_sharpness: f64,
     pub rows: Vec<Row>,
+    /// Per method and clip (JSON only).
+    pub per_clip: Vec<ClipRow>,
 }
 
 /// Per-clip sums of per-frame values, averaged at the end.
@@ -150,11 +176,12 @@ pub fn evaluate(
     windows: WindowConfig,
     clips: usize,
     mut progress: impl FnMut(&str),
-) -> anyhow::Result<(f64, Vec<Row>)> {
+) -> anyhow::Result<Evaluation> {
     let scale = set.manifest.scale;
     let border = scale;
     let mut gt_sharpness = Acc::default();
     let mut rows = Vec::new();
+    let mut per_clip = Vec::new();
     for (m, method) in methods.iter().enumerate() {
         let settings = ProcessorSettings {
             steps: method.steps,
@@ -215,6 +242,14 @@ pub fn evaluate(
                 clip_mean.ssim
             ));
             total.add(&clip_mean);
+            per_clip.push(ClipRow {
+                method: method.label.clone(),
+                clip: clip.name.clone(),
+                psnr_y: clip_mean.psnr_y,
+                psnr_rgb: clip_mean.psnr_rgb,
+                ssim: clip_mean.ssim,
+                sharpness: clip_mean.sharpness,
+            });
         }
         let mean = total.mean();
         rows.push(Row {
@@ -230,7 +265,11 @@ pub fn evaluate(
     }
     // Ground-truth sharpness averaged over all frames: clips have the same frame count, so
     // this equals the mean over clips of the clip means, as for the rows.
-    Ok((gt_sharpness.mean().sharpness, rows))
+    Ok(Evaluation {
+        ground_truth_sharpness: gt_sharpness.mean().sharpness,
+        rows,
+        per_clip,
+    })
 }
 
 fn device_choice(d: Device) -> DeviceChoice {
@@ -280,6 +319,9 @@ pub fn markdown(report: &Report, command: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Command: `{command}`\n");
     let _ = writeln!(s, "Set: `{}` ({})\n", report.set, report.set_summary);
+    if let Some(d) = &report.degradation {
+        let _ = writeln!(s, "Degradation: `{d}`\n");
+    }
     let _ = writeln!(
         s,
         "Model: {}; {} clips x {} frames, scale {}, window {}, device {}. Metrics on the \
@@ -365,20 +407,22 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let (gt, rows) = evaluate(&set, &methods, &settings, windows, clips, |line| {
+    let evaluation = evaluate(&set, &methods, &settings, windows, clips, |line| {
         eprintln!("turbovsr eval: {line}")
     })?;
     let report = Report {
         set: args.set.display().to_string(),
         set_summary: set.summary(),
+        degradation: m.other.get("degradation").cloned(),
         model: model_name,
         clips,
         frames_per_clip: m.frames,
         scale: m.scale,
         window: windows.window(),
         device: format!("{:?}", device.location()),
-        ground_truth_sharpness: gt,
-        rows,
+        ground_truth_sharpness: evaluation.ground_truth_sharpness,
+        rows: evaluation.rows,
+        per_clip: evaluation.per_clip,
     };
     let command: Vec<String> = std::env::args().collect();
     let table = markdown(&report, &command.join(" "));
@@ -433,6 +477,7 @@ mod tests {
         let report = Report {
             set: "set".into(),
             set_summary: "1 clips x 5 frames, scale 4".into(),
+            degradation: Some(serde_json::json!({"kind": "box"})),
             model: "m".into(),
             clips: 1,
             frames_per_clip: 5,
@@ -441,6 +486,7 @@ mod tests {
             device: "Cpu".into(),
             ground_truth_sharpness: 0.07,
             rows: vec![row("bicubic", 31.234), row("model@1", f64::INFINITY)],
+            per_clip: Vec::new(),
         };
         let md = markdown(&report, "turbovsr eval --set set");
         assert!(md.contains("`turbovsr eval --set set`"), "{md}");
@@ -449,6 +495,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| model@1 | inf | inf |"), "{md}");
+        assert!(md.contains("Degradation: `{\"kind\":\"box\"}`"), "{md}");
         assert!(md.contains("| ground truth | | | | 0.0700 | 0 | |"), "{md}");
     }
 }

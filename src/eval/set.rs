@@ -101,8 +101,15 @@ impl EvalSet {
             m.frames,
             m.scale
         );
-        if let Some(d) = m.other.get("degradation") {
-            s += &format!(", degradation {d}");
+        if let (Some(w), Some(h)) = (m.other.get("width"), m.other.get("height")) {
+            s += &format!(", ground truth {w}x{h}");
+        }
+        for key in ["split", "seed"] {
+            match m.other.get(key) {
+                Some(serde_json::Value::String(v)) => s += &format!(", {key} {v}"),
+                Some(v) => s += &format!(", {key} {v}"),
+                None => {}
+            }
         }
         s
     }
