@@ -9,6 +9,7 @@ use gst::glib;
 pub mod bench;
 pub mod dataset;
 pub mod element;
+pub mod eval;
 pub mod model;
 pub mod parity;
 pub mod pipeline;

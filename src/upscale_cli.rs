@@ -29,9 +29,10 @@ pub struct UpscaleArgs {
     pub input: String,
     /// Output: a .mkv, .mp4, .mov, .webm or .y4m file, or a PNG pattern such as out_%05d.png.
     pub output: PathBuf,
-    /// TurboVSR checkpoint folder (vae/, transformer/, turbovsr.json), or `bicubic`.
+    /// TurboVSR checkpoint folder (vae/, transformer/, turbovsr.json), or `bicubic` (default:
+    /// the model shipped inside turbovsr).
     #[arg(long)]
-    pub model: String,
+    pub model: Option<String>,
     /// Output = input x scale (1..8).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub scale: u32,
@@ -84,6 +85,13 @@ pub struct UpscaleArgs {
     /// No progress line (errors and the summary are still printed).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also write one PNG comparing a frame: the input bicubic-upscaled to the output size on
+    /// the left, the output on the right, a white line between.
+    #[arg(long, value_name = "PNG")]
+    pub side_by_side: Option<PathBuf>,
+    /// The frame of --side-by-side, counting from 0 (default: the middle frame).
+    #[arg(long, value_name = "N", requires = "side_by_side")]
+    pub side_by_side_frame: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -456,6 +464,12 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
         });
     }
 
+    let side_by_side = args.side_by_side.as_ref().map(|path| {
+        let capture = Arc::new(SideBySide::new(path.clone(), args.side_by_side_frame));
+        capture.attach(&upscaler);
+        capture
+    });
+
     // Notes for the user from the pad-added callback (streaming thread) to the main loop.
     let notes: Arc<Mutex<Vec<String>>> = Arc::default();
     let linked_video = Arc::new(AtomicBool::new(false));
@@ -511,7 +525,7 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
             "turbovsr: {} -> {} (model {}, scale {}, {} steps)",
             args.input,
             args.output.display(),
-            args.model,
+            args.model.as_deref().unwrap_or("default"),
             args.scale,
             args.steps
         );
@@ -560,6 +574,14 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
         }
     };
     let frames = counter.frames.load(Ordering::Relaxed);
+    if let (Some(capture), Outcome::Finished { .. }) = (&side_by_side, &outcome) {
+        capture.write().with_context(|| {
+            format!(
+                "{} was written, but not the side-by-side image",
+                args.output.display()
+            )
+        })?;
+    }
     match outcome {
         Outcome::Finished { elapsed } => {
             eprintln!(
@@ -575,6 +597,168 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
             args.output.display()
         ),
     }
+}
+
+/// Width of the white line between the two halves of the side-by-side image.
+pub const SIDE_BY_SIDE_SEPARATOR: usize = 4;
+
+/// A captured frame: its number, the buffer and its caps.
+type Captured = (u64, gst::Buffer, gst::Caps);
+
+/// `--side-by-side`: the same frame captured where it enters `turbovsr` and where it leaves it
+/// (one output frame per input frame, in order, so the n-th buffer on each pad is frame n).
+/// Only the target frame's buffers are held (until it arrives, the latest frame, so that a
+/// stream shorter than announced still gives an image of its last frame).
+struct SideBySide {
+    path: PathBuf,
+    requested: Option<u64>,
+    state: Mutex<SideBySideState>,
+}
+
+#[derive(Default)]
+struct SideBySideState {
+    target: Option<u64>,
+    inputs: u64,
+    outputs: u64,
+    input: Option<Captured>,
+    output: Option<Captured>,
+    note: Option<String>,
+}
+
+impl SideBySide {
+    fn new(path: PathBuf, requested: Option<u64>) -> Self {
+        Self {
+            path,
+            requested,
+            state: Mutex::default(),
+        }
+    }
+
+    fn attach(self: &Arc<Self>, upscaler: &gst::Element) {
+        for (name, input) in [("sink", true), ("src", false)] {
+            let pad = upscaler.static_pad(name).expect("turbovsr has its pads");
+            let this = Arc::clone(self);
+            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                if let Some(buffer) = info.buffer() {
+                    this.on_buffer(pad, buffer, input);
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+    }
+
+    fn on_buffer(&self, pad: &gst::Pad, buffer: &gst::Buffer, input: bool) {
+        let mut s = self.state.lock().unwrap();
+        if s.target.is_none() {
+            s.target = Some(match self.requested {
+                Some(n) => n,
+                None => match middle_frame(pad) {
+                    Some(n) => n,
+                    None => {
+                        s.note = Some(
+                            "the input's length is unknown: the side-by-side image shows frame 0"
+                                .into(),
+                        );
+                        0
+                    }
+                },
+            });
+        }
+        let target = s.target.expect("set above");
+        let count = if input { &mut s.inputs } else { &mut s.outputs };
+        let index = *count;
+        *count += 1;
+        let slot = if input { &mut s.input } else { &mut s.output };
+        if slot.as_ref().is_none_or(|(i, _, _)| *i != target) {
+            if let Some(caps) = pad.current_caps() {
+                *slot = Some((index, buffer.clone(), caps));
+            }
+        }
+    }
+
+    /// Writes the image once the stream has ended.
+    fn write(&self) -> anyhow::Result<()> {
+        let s = self.state.lock().unwrap();
+        let (Some((i_in, in_buf, in_caps)), Some((i_out, out_buf, out_caps))) =
+            (&s.input, &s.output)
+        else {
+            bail!("no frame reached the output");
+        };
+        if i_in != i_out {
+            bail!("captured input frame {i_in} but output frame {i_out}");
+        }
+        let target = s.target.unwrap_or(0);
+        if *i_in != target {
+            eprintln!(
+                "turbovsr: --side-by-side-frame {target} is past the last frame ({i_in}): the \
+                 image shows frame {i_in}"
+            );
+        }
+        if let Some(note) = &s.note {
+            eprintln!("turbovsr: {note}");
+        }
+        let input = buffer_to_rgb(in_buf, in_caps).context("input frame")?;
+        let output = buffer_to_rgb(out_buf, out_caps).context("output frame")?;
+        let (w, h) = (output.width, output.height);
+        let lr = candle_core::Tensor::from_vec(
+            input.rgb.clone(),
+            (3, input.height, input.width),
+            &candle_core::Device::Cpu,
+        )?;
+        let up = crate::pipeline::resize::resize_bicubic(&lr, h, w)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let left =
+            crate::eval::set::frame_to_rgb8(&crate::pipeline::RgbFrame::new(w, h, up, None))?;
+        let right = crate::eval::set::frame_to_rgb8(&output)?;
+        let width = 2 * w + SIDE_BY_SIDE_SEPARATOR;
+        let mut canvas = vec![255u8; 3 * width * h];
+        for y in 0..h {
+            let row = &mut canvas[3 * width * y..3 * width * (y + 1)];
+            row[..3 * w].copy_from_slice(&left[3 * w * y..3 * w * (y + 1)]);
+            row[3 * (w + SIDE_BY_SIDE_SEPARATOR)..]
+                .copy_from_slice(&right[3 * w * y..3 * w * (y + 1)]);
+        }
+        crate::eval::set::write_png_rgb8(&self.path, width, h, &canvas)?;
+        eprintln!(
+            "turbovsr: wrote {} (frame {i_in}: input bicubic-upscaled | output, {width}x{h})",
+            self.path.display()
+        );
+        Ok(())
+    }
+}
+
+/// The middle frame of the input, from the duration upstream of `pad` and its framerate.
+fn middle_frame(pad: &gst::Pad) -> Option<u64> {
+    let duration = pad.peer_query_duration::<gst::ClockTime>()?;
+    let caps = pad.current_caps()?;
+    let fps = caps
+        .structure(0)?
+        .get::<gst::Fraction>("framerate")
+        .ok()
+        .filter(|f| f.numer() > 0 && f.denom() > 0)?;
+    let frames = (duration.nseconds() as f64 * fps.numer() as f64 / (fps.denom() as f64 * 1e9))
+        .round() as u64;
+    (frames > 0).then(|| (frames - 1) / 2)
+}
+
+/// A raw video buffer as float RGB, converted as the element converts its input.
+fn buffer_to_rgb(
+    buffer: &gst::Buffer,
+    caps: &gst::Caps,
+) -> anyhow::Result<crate::pipeline::RgbFrame> {
+    use gst_video::prelude::*;
+    let info = gst_video::VideoInfo::from_caps(caps).with_context(|| format!("caps {caps}"))?;
+    let layout = crate::element::layout_from_info(&info).map_err(anyhow::Error::msg)?;
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), &info)
+        .map_err(|_| {
+            anyhow::anyhow!("a buffer of {} bytes is not a {caps} frame", buffer.size())
+        })?;
+    let strides: Vec<usize> = frame.plane_stride().iter().map(|s| *s as usize).collect();
+    let planes: Vec<&[u8]> = (0..frame.n_planes())
+        .map(|p| frame.plane_data(p).unwrap_or(&[]))
+        .collect();
+    Ok(crate::pipeline::frame_to_rgb(&layout, &planes, &strides)?)
 }
 
 /// How the bus loop ended without an error.
@@ -701,7 +885,10 @@ fn error_text(err: &gst::message::Error) -> String {
 }
 
 fn set_element_properties(element: &gst::Element, args: &UpscaleArgs) -> anyhow::Result<()> {
-    element.set_property("model", &args.model);
+    // Unset: the element's default, the shipped default model.
+    if let Some(model) = &args.model {
+        element.set_property("model", model);
+    }
     element.set_property("scale", args.scale);
     element.set_property("steps", args.steps);
     element.set_property("window", args.window);

@@ -201,6 +201,94 @@ fn tiny_model_to_matroska_keeps_frames_size_and_duration() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--side-by-side`: one PNG of (input bicubic-upscaled | separator | output). With
+/// `--model bicubic` both halves are the same picture, up to the element's 8-bit YUV output.
+#[test]
+fn side_by_side_png_of_bicubic_has_two_equal_halves() {
+    let dir = scratch("side-by-side");
+    let input = dir.join("in.mkv");
+    make_input(&input, 11, 40, 30, false);
+    let png = dir.join("sbs.png");
+    let stderr = check_ok(&upscale(&[
+        input.to_str().unwrap(),
+        dir.join("out.mkv").to_str().unwrap(),
+        "--model",
+        "bicubic",
+        "--side-by-side",
+        png.to_str().unwrap(),
+    ]));
+    // The middle of 11 frames.
+    assert!(stderr.contains("(frame 5:"), "{stderr}");
+    let sep = gstturbovsr::upscale_cli::SIDE_BY_SIDE_SEPARATOR;
+    let (w, h, rgb) = gstturbovsr::eval::set::read_png_rgb8(&png).unwrap();
+    assert_eq!((w, h), (2 * 160 + sep, 120));
+    let (mut diff, mut n) = (0u64, 0u64);
+    for y in 0..h {
+        for x in 0..160 {
+            for c in 0..3 {
+                let left = rgb[3 * (y * w + x) + c] as i64;
+                let right = rgb[3 * (y * w + x + 160 + sep) + c] as i64;
+                diff += left.abs_diff(right);
+                n += 1;
+            }
+        }
+        // The separator is white.
+        assert!(rgb[3 * (y * w + 160)..3 * (y * w + 160 + sep)]
+            .iter()
+            .all(|&v| v == 255));
+    }
+    let mean = diff as f64 / n as f64;
+    assert!(mean < 3.0, "mean |left - right| = {mean}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// No `--model`: the shipped default model upscales every frame 4x; `--side-by-side-frame`
+/// picks the frame.
+#[test]
+fn default_model_and_side_by_side_frame() {
+    let dir = scratch("default-model");
+    let input = dir.join("in.mkv");
+    make_input(&input, 9, 32, 24, false);
+    let output = dir.join("out.mkv");
+    let png = dir.join("sbs.png");
+    let stderr = check_ok(&upscale(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--window",
+        "9",
+        "--overlap",
+        "1",
+        "--device",
+        "cpu",
+        "--side-by-side",
+        png.to_str().unwrap(),
+        "--side-by-side-frame",
+        "2",
+    ]));
+    assert!(stderr.contains("model default"), "{stderr}");
+    assert!(stderr.contains("(frame 2:"), "{stderr}");
+    assert_video(&probe(&output), 9, 128, 96);
+    let (w, h, _) = gstturbovsr::eval::set::read_png_rgb8(&png).unwrap();
+    let sep = gstturbovsr::upscale_cli::SIDE_BY_SIDE_SEPARATOR;
+    assert_eq!((w, h), (2 * 128 + sep, 96));
+    // A frame past the end: the last frame, said so.
+    let stderr = check_ok(&upscale(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--overwrite",
+        "--model",
+        "bicubic",
+        "--side-by-side",
+        png.to_str().unwrap(),
+        "--side-by-side-frame",
+        "100",
+    ]));
+    assert!(stderr.contains("past the last frame (8)"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn bicubic_to_mp4_passes_audio_through() {
     let dir = scratch("audio");

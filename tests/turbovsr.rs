@@ -461,14 +461,42 @@ fn missing_or_bad_model_is_an_error_naming_the_path() {
     let err = start_error("videotestsrc ! turbovsr model=/nonexistent/turbovsr-model ! fakesink");
     assert!(err.contains("/nonexistent/turbovsr-model"), "{err}");
     assert!(err.contains("No such file"), "{err}");
-    let err = start_error("videotestsrc ! turbovsr ! fakesink");
-    assert!(err.contains("no model set"), "{err}");
     let err = start_error("videotestsrc ! turbovsr model=bicubic window=50 ! fakesink");
     assert!(err.contains("window=50"), "{err}");
     let err = start_error("videotestsrc ! turbovsr model=bicubic window=17 overlap=17 ! fakesink");
     assert!(err.contains("overlap=17"), "{err}");
     let err = start_error("videotestsrc ! turbovsr model=bicubic steps=3 ! fakesink");
     assert!(err.contains("steps=3"), "{err}");
+}
+
+/// `model` unset is the default model shipped inside the plugin (models/default/, embedded):
+/// it loads and upscales every frame 4x.
+#[test]
+fn unset_model_is_the_shipped_default_model() {
+    common::init();
+    let element = gst::ElementFactory::make("turbovsr").build().unwrap();
+    assert_eq!(element.property::<Option<String>>("model"), None);
+    let pipeline = common::launch(
+        "videotestsrc num-buffers=9 ! video/x-raw,format=RGB,width=32,height=32,framerate=25/1 ! \
+         turbovsr steps=1 window=9 overlap=1 ! appsink name=sink sync=false",
+    );
+    let sink = common::appsink(&pipeline, "sink");
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut frames = 0;
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(60)) {
+        let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
+        assert_eq!(
+            (
+                s.get::<i32>("width").unwrap(),
+                s.get::<i32>("height").unwrap()
+            ),
+            (128, 128)
+        );
+        frames += 1;
+    }
+    assert_eq!(common::finish(&pipeline), None);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(frames, 9);
 }
 
 #[test]

@@ -31,6 +31,8 @@ enum Command {
     Train(gstturbovsr::train::cli::TrainArgs),
     /// Training data: write a held-out eval set, print split counts (issue 11).
     Data(gstturbovsr::dataset::cli::DataArgs),
+    /// PSNR, SSIM and sharpness of bicubic and a model (at several step counts) on an eval set.
+    Eval(gstturbovsr::eval::EvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Parity(args) => gstturbovsr::parity::run(args),
         Command::Train(args) => gstturbovsr::train::cli::run(args),
         Command::Data(args) => gstturbovsr::dataset::cli::run(args),
+        Command::Eval(args) => gstturbovsr::eval::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -464,7 +464,7 @@ pub struct TurboVsr {
     windows: Mutex<WindowConfig>,
 }
 
-fn layout_from_info(info: &gst_video::VideoInfo) -> Result<FrameLayout, String> {
+pub(crate) fn layout_from_info(info: &gst_video::VideoInfo) -> Result<FrameLayout, String> {
     let format = PixelFormat::from_name(info.format().to_str()).ok_or_else(|| {
         format!(
             "format {} is not supported (supported: {})",
@@ -1098,29 +1098,32 @@ impl TurboVsr {
         let windows = settings.validate().map_err(|msg| {
             gst::error_msg!(gst::LibraryError::Settings, ["Invalid settings: {}", msg])
         })?;
-        let model = settings.model.clone().unwrap_or_default();
-        self.post_load_progress(
-            gst::ProgressType::Start,
-            &format!("Loading model '{model}'"),
-        );
-        let loaded = load_processor(&model, &settings.processor_settings());
+        let model_setting = settings.model.clone().unwrap_or_default();
+        // Unset (or empty) is the shipped default model (pipeline::default_model).
+        let model = if model_setting.is_empty() {
+            crate::pipeline::default_model::DEFAULT_MODEL_NAME.to_string()
+        } else {
+            format!("'{model_setting}'")
+        };
+        self.post_load_progress(gst::ProgressType::Start, &format!("Loading model {model}"));
+        let loaded = load_processor(&model_setting, &settings.processor_settings());
         let (processor, device) = match loaded {
             Ok(p) => p,
             Err(err) => {
                 self.post_load_progress(
                     gst::ProgressType::Error,
-                    &format!("Failed to load model '{model}'"),
+                    &format!("Failed to load model {model}"),
                 );
                 return Err(gst::error_msg!(
                     gst::LibraryError::Init,
-                    ["Failed to load model '{}': {:#}", model, err]
+                    ["Failed to load model {}: {:#}", model, err]
                 ));
             }
         };
-        gst::info!(CAT, imp = self, "loaded model '{model}' on {device:?}");
+        gst::info!(CAT, imp = self, "loaded model {model} on {device:?}");
         self.post_load_progress(
             gst::ProgressType::Complete,
-            &format!("Loaded model '{model}'"),
+            &format!("Loaded model {model}"),
         );
         let engine = UpscaleEngine::new(
             processor,
@@ -1228,7 +1231,8 @@ impl ObjectImpl for TurboVsr {
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
                     .blurb("TurboVSR checkpoint folder (vae/, transformer/, turbovsr.json), or \
-                            \"bicubic\" for the bicubic baseline. Required.")
+                            \"bicubic\" for the bicubic baseline. Unset: the default model \
+                            shipped inside the plugin")
                     .default_value(DEFAULT_MODEL)
                     .mutable_ready()
                     .build(),

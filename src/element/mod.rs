@@ -39,6 +39,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+pub(crate) use imp::layout_from_info;
 
 /// Where the model runs (`device` property).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]

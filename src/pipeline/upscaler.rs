@@ -40,7 +40,8 @@ impl Upscaler {
         }
     }
 
-    /// Loads `model` (a checkpoint folder, or `bicubic`) and builds an upscaler.
+    /// Loads `model` (a checkpoint folder, `bicubic`, or "" for the shipped default model) and
+    /// builds an upscaler.
     pub fn load(
         model: &str,
         settings: &ProcessorSettings,
