@@ -435,7 +435,12 @@ impl DegradeParams {
 struct PoissonTable {
     /// `cdf[level]`: P(X <= k) for k = 0, 1, ..., until 1 - P < 1e-12.
     cdf: Vec<Vec<f64>>,
+    /// `guide[level][j]`: the first k with cdf > j / GUIDE, where the search for u starts
+    /// (Chen and Asau's guide table: one or two comparisons per sample on average).
+    guide: Vec<Vec<u32>>,
 }
+
+const GUIDE: usize = 128;
 
 impl PoissonTable {
     fn new(vals: usize) -> PoissonTable {
@@ -454,14 +459,29 @@ impl PoissonTable {
                 }
                 c
             })
+            .collect::<Vec<Vec<f64>>>();
+        let guide = cdf
+            .iter()
+            .map(|c| {
+                (0..GUIDE)
+                    .map(|j| {
+                        let u = j as f64 / GUIDE as f64;
+                        c.partition_point(|&p| p <= u).min(c.len() - 1) as u32
+                    })
+                    .collect()
+            })
             .collect();
-        PoissonTable { cdf }
+        PoissonTable { cdf, guide }
     }
 
     fn sample(&self, level: u8, rng: &mut ChaCha8Rng) -> usize {
         let c = &self.cdf[level as usize];
         let u = rng.random::<f64>();
-        c.partition_point(|&p| p <= u).min(c.len() - 1)
+        let mut k = self.guide[level as usize][(u * GUIDE as f64) as usize] as usize;
+        while k + 1 < c.len() && c[k] <= u {
+            k += 1;
+        }
+        k
     }
 }
 
