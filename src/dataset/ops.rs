@@ -264,9 +264,9 @@ impl Kernel {
         }
         let column: Vec<f32> = (0..n).map(|y| self.weights[y * n + c]).collect();
         let row: Vec<f32> = (0..n).map(|x| self.weights[c * n + x] / center).collect();
-        for y in 0..n {
-            for x in 0..n {
-                if (self.weights[y * n + x] - column[y] * row[x]).abs() > 1e-6 * peak {
+        for (krow, &cy) in self.weights.chunks_exact(n).zip(&column) {
+            for (&k, &rx) in krow.iter().zip(&row) {
+                if (k - cy * rx).abs() > 1e-6 * peak {
                     return None;
                 }
             }
