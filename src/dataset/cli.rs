@@ -189,3 +189,71 @@ pub fn stats(a: &StatsArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::images::load_image;
+
+    #[test]
+    fn eval_set_writes_the_folder_format_and_clips_rebuild_from_the_manifest() {
+        let root = std::env::temp_dir().join(format!("turbovsr-evalset-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        for (name, phase) in [("a.png", 0u32), ("b.png", 50)] {
+            image::RgbImage::from_fn(96, 80, |x, y| {
+                image::Rgb([((x * 5 + phase) % 256) as u8, (y * 3 % 256) as u8, 90])
+            })
+            .save(root.join(name))
+            .unwrap();
+        }
+        std::fs::write(root.join("train.txt"), "a.png\n").unwrap();
+        std::fs::write(root.join("heldout.txt"), "b.png\n").unwrap();
+        let out = root.join("eval");
+        let args = EvalSetArgs {
+            root: root.clone(),
+            split: Split::Heldout,
+            out: out.clone(),
+            frames: 2,
+            height: 32,
+            width: 48,
+            scale: 4,
+            clips_per_image: 2,
+            seed: 3,
+            preset: "mild".into(),
+            max_short_side: DEFAULT_MAX_SHORT_SIDE,
+        };
+        eval_set(&args).unwrap();
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(m["scale"], 4);
+        assert_eq!(m["frames"], 2);
+        assert_eq!(m["degradation"]["name"], "mild");
+        let clips = m["clips"].as_array().unwrap();
+        assert_eq!(clips.len(), 2);
+        assert_eq!(clips[1]["name"], "clip_001");
+        assert_eq!(clips[0]["source"], "b.png");
+        // the manifest's seed rebuilds the clip exactly
+        let spec = ClipSpec::new(2, 32, 48, 4, DegradeConfig::mild());
+        let img = load_image(&root.join("b.png"), DEFAULT_MAX_SHORT_SIDE).unwrap();
+        let seed = clips[1]["seed"].as_u64().unwrap();
+        let frames = make_frames_from(&img, &spec, seed).unwrap();
+        for k in 0..2 {
+            let hr = image::open(out.join(format!("clip_001/hr_{k:03}.png")))
+                .unwrap()
+                .to_rgb8();
+            let lr = image::open(out.join(format!("clip_001/lr_{k:03}.png")))
+                .unwrap()
+                .to_rgb8();
+            assert_eq!(hr.dimensions(), (48, 32));
+            assert_eq!(lr.dimensions(), (12, 8));
+            assert_eq!(hr, frames.hr[k].to_rgb8());
+            assert_eq!(lr, frames.lr[k].to_rgb8());
+        }
+        // an existing eval set is not overwritten
+        let err = format!("{:#}", eval_set(&args).unwrap_err());
+        assert!(err.contains("manifest.json"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -13,7 +13,7 @@ use std::f32::consts::PI;
 use anyhow::{Context, Result};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Poisson, StandardNormal};
+use rand_distr::StandardNormal;
 use serde::Serialize;
 
 use super::ops::{filter2d, resize, to_u8, Img, Kernel, ResizeMode};
@@ -239,17 +239,23 @@ fn normalized(size: usize, mut weights: Vec<f64>) -> Kernel {
 
 /// The 2-D sinc (circular low-pass) kernel with cutoff `omega` (radians per pixel), normalised.
 pub fn sinc_kernel(size: usize, omega: f32) -> Kernel {
-    let c = (size / 2) as f64;
+    let c = (size / 2) as i64;
     let omega = omega as f64;
+    // the kernel depends on the squared radius only: evaluate J1 once per distinct value
+    let mut by_r2 = vec![f64::NAN; (2 * c * c + 1) as usize];
     let mut w = Vec::with_capacity(size * size);
-    for y in 0..size {
-        for x in 0..size {
-            let r = ((x as f64 - c).powi(2) + (y as f64 - c).powi(2)).sqrt();
-            w.push(if r == 0.0 {
-                omega * omega / (4.0 * std::f64::consts::PI)
-            } else {
-                omega * bessel_j1(omega * r) / (2.0 * std::f64::consts::PI * r)
-            });
+    for y in 0..size as i64 {
+        for x in 0..size as i64 {
+            let r2 = ((x - c).pow(2) + (y - c).pow(2)) as usize;
+            if by_r2[r2].is_nan() {
+                let r = (r2 as f64).sqrt();
+                by_r2[r2] = if r2 == 0 {
+                    omega * omega / (4.0 * std::f64::consts::PI)
+                } else {
+                    omega * bessel_j1(omega * r) / (2.0 * std::f64::consts::PI * r)
+                };
+            }
+            w.push(by_r2[r2]);
         }
     }
     normalized(size, w)
@@ -423,6 +429,69 @@ impl DegradeParams {
     }
 }
 
+/// Inverse-CDF tables of Poisson(level / 255 * vals) for the 256 levels: one uniform draw and a
+/// binary search per sample (exact up to the f64 CDF, several times faster than rejection
+/// sampling), built once per `vals` (a power of two <= 256) for the whole process.
+struct PoissonTable {
+    /// `cdf[level]`: P(X <= k) for k = 0, 1, ..., until 1 - P < 1e-12.
+    cdf: Vec<Vec<f64>>,
+    /// `guide[level][j]`: the first k with cdf > j / GUIDE, where the search for u starts
+    /// (Chen and Asau's guide table: one or two comparisons per sample on average).
+    guide: Vec<Vec<u32>>,
+}
+
+const GUIDE: usize = 128;
+
+impl PoissonTable {
+    fn new(vals: usize) -> PoissonTable {
+        let cdf = (0..256)
+            .map(|level| {
+                let lam = level as f64 / 255.0 * vals as f64;
+                let mut p = (-lam).exp();
+                let mut acc = p;
+                let mut c = vec![acc];
+                let mut k = 0.0;
+                while 1.0 - acc > 1e-12 && (k < lam || p > 0.0) {
+                    k += 1.0;
+                    p *= lam / k;
+                    acc += p;
+                    c.push(acc);
+                }
+                c
+            })
+            .collect::<Vec<Vec<f64>>>();
+        let guide = cdf
+            .iter()
+            .map(|c| {
+                (0..GUIDE)
+                    .map(|j| {
+                        let u = j as f64 / GUIDE as f64;
+                        c.partition_point(|&p| p <= u).min(c.len() - 1) as u32
+                    })
+                    .collect()
+            })
+            .collect();
+        PoissonTable { cdf, guide }
+    }
+
+    fn sample(&self, level: u8, rng: &mut ChaCha8Rng) -> usize {
+        let c = &self.cdf[level as usize];
+        let u = rng.random::<f64>();
+        let mut k = self.guide[level as usize][(u * GUIDE as f64) as usize] as usize;
+        while k + 1 < c.len() && c[k] <= u {
+            k += 1;
+        }
+        k
+    }
+}
+
+fn poisson_table(vals: usize) -> &'static PoissonTable {
+    use std::sync::OnceLock;
+    static TABLES: [OnceLock<PoissonTable>; 9] = [const { OnceLock::new() }; 9];
+    let i = vals.trailing_zeros() as usize;
+    TABLES[i.min(8)].get_or_init(|| PoissonTable::new(1 << i.min(8)))
+}
+
 /// Add noise in place (Real-ESRGAN `random_add_gaussian_noise_pt` / `random_add_poisson_noise_pt`)
 /// and clamp to [0, 1]. The noise itself is drawn from `rng`, so every call gives fresh noise.
 pub fn add_noise(img: &mut Img, noise: Noise, rng: &mut ChaCha8Rng) {
@@ -454,14 +523,11 @@ pub fn add_noise(img: &mut Img, noise: Noise, rng: &mut ChaCha8Rng) {
             let mut seen = [false; 256];
             levels.iter().for_each(|&l| seen[l as usize] = true);
             let distinct = seen.iter().filter(|&&b| b).count().max(1);
-            let vals = distinct.next_power_of_two() as f64;
-            let laws: Vec<Option<Poisson<f64>>> = (0..256)
-                .map(|l| Poisson::new(l as f64 / 255.0 * vals).ok())
-                .collect();
+            let vals = distinct.next_power_of_two();
+            let table = poisson_table(vals);
             let draw = |level: u8, rng: &mut ChaCha8Rng| -> f32 {
                 let lam = level as f64 / 255.0;
-                let sample = laws[level as usize].map_or(0.0, |p| p.sample(rng));
-                (sample / vals - lam) as f32
+                (table.sample(level, rng) as f64 / vals as f64 - lam) as f32
             };
             if gray {
                 for (px, &l) in img.data.chunks_exact_mut(3).zip(&levels) {
@@ -721,6 +787,27 @@ mod tests {
             / n;
         let want = 0.05f64.powi(2) * level;
         assert!((var - want).abs() < 0.1 * want, "{var} vs {want}");
+    }
+
+    #[test]
+    fn poisson_table_has_the_poisson_mean_and_variance() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let t = poisson_table(64);
+        for level in [0u8, 3, 100, 255] {
+            let lam = level as f64 / 255.0 * 64.0;
+            let n = 40_000;
+            let xs: Vec<f64> = (0..n).map(|_| t.sample(level, &mut rng) as f64).collect();
+            let mean = xs.iter().sum::<f64>() / n as f64;
+            let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+            assert!(
+                (mean - lam).abs() < 0.05 * lam.max(0.2),
+                "{level}: mean {mean} vs {lam}"
+            );
+            assert!(
+                (var - lam).abs() < 0.05 * lam.max(0.2),
+                "{level}: var {var} vs {lam}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use image::RgbImage;
 
-use super::ops::{resize, Img, ResizeMode};
+use super::ops::{resize_rgb8, ResizeMode};
 
 /// Default short-side cap of [`ImageSet::open`].
 pub const DEFAULT_MAX_SHORT_SIDE: u32 = 720;
@@ -134,7 +134,7 @@ pub fn load_image(path: &Path, max_short_side: u32) -> Result<RgbImage> {
             .collect();
         RgbImage::from_raw(rgba.width(), rgba.height(), raw).expect("size")
     } else {
-        dynimg.to_rgb8()
+        dynimg.into_rgb8()
     };
     Ok(downscale_short_side(&rgb, max_short_side))
 }
@@ -152,13 +152,7 @@ pub fn downscale_short_side(img: &RgbImage, max_short_side: u32) -> RgbImage {
     } else {
         (((w as f64 * f).round() as u32).max(1), max_short_side)
     };
-    resize(
-        &Img::from_rgb8(img),
-        nw as usize,
-        nh as usize,
-        ResizeMode::Area,
-    )
-    .to_rgb8()
+    resize_rgb8(img, nw as usize, nh as usize, ResizeMode::Area).to_rgb8()
 }
 
 impl ImageSet {

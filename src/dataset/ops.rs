@@ -165,12 +165,32 @@ pub fn resize(img: &Img, out_w: usize, out_h: usize, mode: ResizeMode) -> Img {
     if out_w == img.width && out_h == img.height {
         return img.clone();
     }
-    let tx = taps(img.width, out_w, mode);
-    let ty = taps(img.height, out_h, mode);
-    // horizontal pass: [img.height][out_w][3]
-    let mut mid = vec![0.0f32; img.height * out_w * 3];
-    for y in 0..img.height {
-        let row = &img.data[y * img.width * 3..(y + 1) * img.width * 3];
+    resize_from(&img.data, img.width, img.height, out_w, out_h, mode, |v| v)
+}
+
+/// [`resize`] straight from an 8-bit image (values / 255), without a full-size f32 copy: a 5K
+/// wallpaper is 177 MB as f32, its horizontally resized intermediate a fraction of that.
+pub fn resize_rgb8(img: &RgbImage, out_w: usize, out_h: usize, mode: ResizeMode) -> Img {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    assert!(out_w > 0 && out_h > 0 && w > 0 && h > 0);
+    resize_from(img.as_raw(), w, h, out_w, out_h, mode, |v| v as f32 / 255.0)
+}
+
+fn resize_from<T: Copy>(
+    data: &[T],
+    width: usize,
+    height: usize,
+    out_w: usize,
+    out_h: usize,
+    mode: ResizeMode,
+    value: impl Fn(T) -> f32,
+) -> Img {
+    let tx = taps(width, out_w, mode);
+    let ty = taps(height, out_h, mode);
+    // horizontal pass: [height][out_w][3]
+    let mut mid = vec![0.0f32; height * out_w * 3];
+    for y in 0..height {
+        let row = &data[y * width * 3..(y + 1) * width * 3];
         let out = &mut mid[y * out_w * 3..(y + 1) * out_w * 3];
         for x in 0..out_w {
             let s = tx.start[x];
@@ -178,13 +198,13 @@ pub fn resize(img: &Img, out_w: usize, out_h: usize, mode: ResizeMode) -> Img {
             let mut acc = [0.0f32; 3];
             for (k, &wk) in w.iter().enumerate() {
                 let j = s + k;
-                if j >= img.width {
+                if j >= width {
                     break;
                 }
                 let p = &row[j * 3..j * 3 + 3];
-                acc[0] += wk * p[0];
-                acc[1] += wk * p[1];
-                acc[2] += wk * p[2];
+                acc[0] += wk * value(p[0]);
+                acc[1] += wk * value(p[1]);
+                acc[2] += wk * value(p[2]);
             }
             out[x * 3..x * 3 + 3].copy_from_slice(&acc);
         }
@@ -198,7 +218,7 @@ pub fn resize(img: &Img, out_w: usize, out_h: usize, mode: ResizeMode) -> Img {
         let dst = &mut out.data[y * stride..(y + 1) * stride];
         for (k, &wk) in w.iter().enumerate() {
             let j = s + k;
-            if j >= img.height || wk == 0.0 {
+            if j >= height || wk == 0.0 {
                 continue;
             }
             let src = &mid[j * stride..(j + 1) * stride];
@@ -244,9 +264,9 @@ impl Kernel {
         }
         let column: Vec<f32> = (0..n).map(|y| self.weights[y * n + c]).collect();
         let row: Vec<f32> = (0..n).map(|x| self.weights[c * n + x] / center).collect();
-        for y in 0..n {
-            for x in 0..n {
-                if (self.weights[y * n + x] - column[y] * row[x]).abs() > 1e-6 * peak {
+        for (krow, &cy) in self.weights.chunks_exact(n).zip(&column) {
+            for (&k, &rx) in krow.iter().zip(&row) {
+                if (k - cy * rx).abs() > 1e-6 * peak {
                     return None;
                 }
             }
@@ -401,6 +421,19 @@ mod tests {
                     assert!((got - s / 4.0).abs() < 1e-6);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn resizing_from_rgb8_equals_resizing_its_float_copy() {
+        let rgb = RgbImage::from_fn(41, 29, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, 200])
+        });
+        for mode in ResizeMode::ALL {
+            assert_eq!(
+                resize_rgb8(&rgb, 13, 10, mode),
+                resize(&Img::from_rgb8(&rgb), 13, 10, mode)
+            );
         }
     }
 
