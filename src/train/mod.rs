@@ -14,3 +14,6 @@ pub mod params;
 pub mod run;
 pub mod source;
 pub mod vae;
+
+#[cfg(test)]
+mod tests;

@@ -33,10 +33,10 @@ pub fn small_vae_config_json() -> serde_json::Value {
         "in_channels": 3,
         "out_channels": 3,
         "latent_channels": 64,
-        "block_out_channels": [16, 32, 64, 64],
+        "block_out_channels": [8, 16, 32, 64],
         "down_block_types": ["LTXVideoDownBlock3D", "LTXVideoDownBlock3D",
                              "LTXVideoDownBlock3D", "LTXVideoDownBlock3D"],
-        "decoder_block_out_channels": [32, 64, 128],
+        "decoder_block_out_channels": [16, 32, 64],
         // no resnet at full resolution (the last entry, read first from the end, is the mid
         // block; the first is the full-resolution up block): that stage would cost more than
         // the rest of the decoder together
@@ -101,7 +101,7 @@ impl Default for VaeTrainConfig {
     fn default() -> Self {
         Self {
             seed: 1,
-            image_batch: 4,
+            image_batch: 2,
             video_batch: 1,
             frames: 9,
             degraded_share: 0.3,
