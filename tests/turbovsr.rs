@@ -469,10 +469,10 @@ fn missing_or_bad_model_is_an_error_naming_the_path() {
     assert!(err.contains("steps=3"), "{err}");
 }
 
-/// `model` unset is the default model shipped inside the plugin (models/default/, embedded):
-/// it loads and upscales every frame 4x.
+/// `model` unset: no trained weights ship with the plugin yet, so it upscales every frame 4x with
+/// the bicubic baseline and says so with a warning on the bus.
 #[test]
-fn unset_model_is_the_shipped_default_model() {
+fn unset_model_upscales_with_bicubic_and_warns() {
     common::init();
     let element = gst::ElementFactory::make("turbovsr").build().unwrap();
     assert_eq!(element.property::<Option<String>>("model"), None);
@@ -494,9 +494,14 @@ fn unset_model_is_the_shipped_default_model() {
         );
         frames += 1;
     }
+    let bus = pipeline.bus().unwrap();
+    let warned = std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Warning])).any(|m| {
+        matches!(m.view(), gst::MessageView::Warning(w) if w.error().to_string().contains("No model set"))
+    });
     assert_eq!(common::finish(&pipeline), None);
     pipeline.set_state(gst::State::Null).unwrap();
     assert_eq!(frames, 9);
+    assert!(warned, "no warning that the bicubic baseline runs");
 }
 
 #[test]

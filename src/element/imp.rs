@@ -1099,9 +1099,17 @@ impl TurboVsr {
             gst::error_msg!(gst::LibraryError::Settings, ["Invalid settings: {}", msg])
         })?;
         let model_setting = settings.model.clone().unwrap_or_default();
-        // Unset (or empty) is the shipped default model (pipeline::default_model).
+        // Unset (or empty): the bicubic baseline, said so (no trained weights ship yet).
         let model = if model_setting.is_empty() {
-            crate::pipeline::default_model::DEFAULT_MODEL_NAME.to_string()
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                [
+                    "No model set: upscaling with the bicubic baseline (set model to a TurboVSR \
+                     checkpoint folder; no trained weights ship with the plugin yet)"
+                ]
+            );
+            "bicubic (no model set)".to_string()
         } else {
             format!("'{model_setting}'")
         };
@@ -1231,8 +1239,8 @@ impl ObjectImpl for TurboVsr {
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
                     .blurb("TurboVSR checkpoint folder (vae/, transformer/, turbovsr.json), or \
-                            \"bicubic\" for the bicubic baseline. Unset: the default model \
-                            shipped inside the plugin")
+                            \"bicubic\" for the bicubic baseline. Unset: bicubic, with a \
+                            warning (no trained weights ship with the plugin yet)")
                     .default_value(DEFAULT_MODEL)
                     .mutable_ready()
                     .build(),
