@@ -41,7 +41,7 @@ use crate::model::vae::AutoencoderKlLtxVideo;
 use crate::pipeline::resize::resize_bicubic;
 use crate::sample::schedule::{default_step_sizes, nearest_step_size, noise_levels};
 
-/// Caption channels of the shipped model: it is trained caption-free (a zero prompt).
+/// Caption channels of the small model: it is trained caption-free (a zero prompt).
 pub const CAPTION_CHANNELS: usize = 8;
 /// Frame rate of the RoPE time axis (turbovsr.json `frame_rate`).
 pub const FRAME_RATE: f64 = 25.0;

@@ -67,7 +67,7 @@ pub fn count(varmap: &VarMap) -> usize {
     varmap.all_vars().iter().map(|v| v.elem_count()).sum()
 }
 
-/// Writes the variables as a safetensors file (f32, or `dtype` for a shipped model).
+/// Writes the variables as a safetensors file (f32, or `dtype` for an exported model).
 pub fn save(varmap: &VarMap, path: &Path, dtype: DType) -> anyhow::Result<()> {
     let mut tensors = std::collections::HashMap::new();
     for (name, var) in sorted_vars(varmap)? {

@@ -1,4 +1,4 @@
-//! Training the small VAE of the shipped model: LTX-Video's architecture (DESIGN §3.1) with a
+//! Training the small VAE of a CPU-sized TurboVSR: LTX-Video's architecture (DESIGN §3.1) with a
 //! small configuration, as an autoencoder on high-resolution clips and on the bicubic-upscaled
 //! degraded clips the element encodes as its condition.
 //!
