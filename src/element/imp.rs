@@ -1101,14 +1101,14 @@ impl TurboVsr {
         let model_setting = settings.model.clone().unwrap_or_default();
         // Unset (or empty): the bicubic baseline, said so (no trained weights ship yet).
         let model = if model_setting.is_empty() {
-            gst::element_imp_warning!(
-                self,
+            let warning = gst::message::Warning::builder(
                 gst::LibraryError::Settings,
-                [
-                    "No model set: upscaling with the bicubic baseline (set model to a TurboVSR \
-                     checkpoint folder; no trained weights ship with the plugin yet)"
-                ]
-            );
+                "No model set: upscaling with the bicubic baseline (set model to a TurboVSR \
+                 checkpoint folder; no trained weights ship with the plugin yet)",
+            )
+            .src(&*self.obj())
+            .build();
+            let _ = self.obj().post_message(warning);
             "bicubic (no model set)".to_string()
         } else {
             format!("'{model_setting}'")
