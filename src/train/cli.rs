@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::DType;
 
-use super::denoiser::{export_model, train_denoiser, DenoiserTrainConfig, Objective};
+use super::denoiser::{export_model, train_denoiser, DenoiserInit, DenoiserTrainConfig, Objective};
 use super::run::RunDir;
 use super::source::{ClipSource, SyntheticSource};
-use super::vae::{export_vae, reconstruction_psnr, train_vae, VaeTrainConfig};
+use super::vae::{export_vae, reconstruction_psnr, train_vae, VaeInit, VaeTrainConfig};
 use crate::model::vae::AutoencoderKlLtxVideo;
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +57,16 @@ pub struct VaeArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Still images per image batch.
+    #[arg(long, default_value_t = VaeTrainConfig::default().image_batch)]
+    pub image_batch: usize,
+    /// Clips per video batch (batches alternate: image, video, ...).
+    #[arg(long, default_value_t = VaeTrainConfig::default().video_batch)]
+    pub video_batch: usize,
+    /// Starting weights: he (random) or pca (the principal-component autoencoder of the
+    /// training patches).
+    #[arg(long, value_enum, default_value_t = VaeInit::He)]
+    pub init: VaeInit,
     /// Write the trained VAE (diffusers folder) here at the end.
     #[arg(long)]
     pub export: Option<PathBuf>,
@@ -81,6 +91,16 @@ pub struct DenoiserArgs {
     pub objective: Objective,
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// Starting weights: zero (the velocity starts at 0) or condition (one step from noise
+    /// starts as the condition, the bicubic baseline's latent).
+    #[arg(long, value_enum, default_value_t = DenoiserInit::Zero)]
+    pub init: DenoiserInit,
+    /// Largest step count whose steps the shortcut loss bootstraps (a power of two).
+    #[arg(long, default_value_t = DenoiserTrainConfig::default().max_bootstrap_steps)]
+    pub max_bootstrap_steps: usize,
+    /// Smallest noise level of flow-matching batches.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_level: f64,
     /// Write the complete model folder (vae/, transformer/, turbovsr.json) here at the end.
     #[arg(long)]
     pub export: Option<PathBuf>,
@@ -106,8 +126,14 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         Stage::Vae(a) => {
             let src = source(&a.data)?;
             let run = RunDir::create(&a.out)?;
+            if a.image_batch == 0 || a.video_batch == 0 {
+                anyhow::bail!("--image-batch and --video-batch must be at least 1");
+            }
             let mut cfg = VaeTrainConfig {
                 seed: a.seed,
+                image_batch: a.image_batch,
+                video_batch: a.video_batch,
+                init: a.init,
                 ..VaeTrainConfig::default()
             };
             cfg.optim.lr = a.lr;
@@ -128,12 +154,20 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 seed: a.seed,
                 objective: a.objective,
                 batch: a.batch,
+                init: a.init,
+                max_bootstrap_steps: a.max_bootstrap_steps,
+                min_level: a.min_level,
                 ..DenoiserTrainConfig::default()
             };
             cfg.optim.lr = a.lr;
             let dn = train_denoiser(src.as_ref(), &vae, &run, &cfg, a.steps, say)?;
             if let Some(dir) = &a.export {
-                export_model(&dn, &cfg, &a.vae, dir, DType::F16)?;
+                // the training crop in latents: the element's default tile
+                let vc = vae.config();
+                let (h, w) = src.size();
+                let (sc, tc) = (vc.spatial_compression(), vc.temporal_compression());
+                let tile = [1 + (cfg.frames - 1) / tc, h / sc, w / sc];
+                export_model(&dn, &cfg, &a.vae, dir, tile, DType::F16)?;
                 eprintln!("wrote {}", dir.display());
             }
         }

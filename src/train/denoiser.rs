@@ -46,18 +46,25 @@ pub const CAPTION_CHANNELS: usize = 8;
 /// Frame rate of the RoPE time axis (turbovsr.json `frame_rate`).
 pub const FRAME_RATE: f64 = 25.0;
 
-/// `config.json` of the small transformer: LTX's block with 4 heads of 32, 4 layers.
+/// Spatial patch of the small transformer: a token is 2x2 latents (8x8 pixels with the small
+/// VAE), `4 * latent_channels` values.
+pub const PATCH: usize = 2;
+
+/// `config.json` of the small transformer: LTX's block with 6 heads of 32, 4 layers. The width
+/// (192) exceeds a token's values (128 with the small VAE), so the residual stream can carry
+/// the noisy latent and the condition side by side.
 pub fn small_transformer_config_json(latent_channels: usize) -> serde_json::Value {
+    let token = latent_channels * PATCH * PATCH;
     json!({
         "_class_name": "LTXVideoTransformer3DModel",
         "_diffusers_version": "0.42.1",
-        "in_channels": latent_channels,
-        "out_channels": latent_channels,
-        "patch_size": 1,
+        "in_channels": token,
+        "out_channels": token,
+        "patch_size": PATCH,
         "patch_size_t": 1,
-        "num_attention_heads": 4,
+        "num_attention_heads": 6,
         "attention_head_dim": 32,
-        "cross_attention_dim": 128,
+        "cross_attention_dim": 192,
         "num_layers": 4,
         "activation_fn": "gelu-approximate",
         "qk_norm": "rms_norm_across_heads",
@@ -122,6 +129,24 @@ pub struct DenoiserTrainConfig {
     pub cond_aug_max_t: usize,
     pub optim: AdamWConfig,
     pub checkpoint_every: usize,
+    /// Starting weights of a new run.
+    #[serde(default)]
+    pub init: DenoiserInit,
+    /// Smallest noise level a flow-matching batch draws (0: the whole range).
+    #[serde(default)]
+    pub min_level: f64,
+}
+
+/// Starting weights of a denoiser run.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DenoiserInit {
+    /// [`denoiser_init`]: the velocity starts at 0.
+    #[default]
+    Zero,
+    /// [`condition_start`]: the velocity starts at `x_s - condition`, so that one step from
+    /// noise returns the condition (the bicubic-upscaled input's latent).
+    Condition,
 }
 
 impl Default for DenoiserTrainConfig {
@@ -143,6 +168,8 @@ impl Default for DenoiserTrainConfig {
                 ..AdamWConfig::default()
             },
             checkpoint_every: 50,
+            init: DenoiserInit::Zero,
+            min_level: 0.0,
         }
     }
 }
@@ -159,11 +186,12 @@ impl TrainableDenoiser {
     pub fn new(latent_channels: usize, shortcut: bool, seed: u64) -> anyhow::Result<Self> {
         let config_json = small_transformer_config_json(latent_channels);
         let config: LtxTransformerConfig = serde_json::from_value(config_json.clone())?;
-        let shapes = transformer_shapes(&config, latent_channels, shortcut)?;
+        let cond_channels = latent_channels * PATCH * PATCH;
+        let shapes = transformer_shapes(&config, cond_channels, shortcut)?;
         let varmap = params::init_varmap(&shapes, &denoiser_init, seed)?;
         let model = TurboVsrDenoiser::new(
             &config,
-            latent_channels,
+            cond_channels,
             std::f64::consts::FRAC_1_SQRT_2,
             params::var_builder(&varmap),
         )?;
@@ -174,6 +202,181 @@ impl TrainableDenoiser {
             model,
         })
     }
+}
+
+/// Sets the weights so that the velocity starts at `x_s - cond` for every timestep: one Euler
+/// step of size 1 from noise then returns the condition latent, i.e. the model starts as the
+/// bicubic baseline and training learns what to add. The transformer's blocks are the identity
+/// at this point (zero output projections, [`denoiser_init`]); the path is
+///
+/// - `proj_in`: the token's `C` values onto `C` orthonormal directions of the `D`-wide residual
+///   stream, orthogonal to the all-ones direction (LayerNorm's mean) and to a bias direction
+///   `d`; bias `beta d`;
+/// - `cond_embedder`: minus the same map, the same bias; cross normalization then adds the two
+///   streams (their statistics match up to the signal, which `beta` dominates), giving
+///   `W (x_s - cond) + 2 beta d` (over sqrt 2);
+/// - the final LayerNorm divides by a near-constant (`beta` again) and `proj_out`, `W^T` times
+///   the inverse of that constant, maps back;
+/// - the final modulation table and the step-size embedder's last layer start at zero, the
+///   timestep embedder's last layer is fitted so that the final scale is `1/s` (below).
+///
+/// Exact up to LayerNorm's per-token gain (a few percent) and the fit of the timestep gain.
+pub fn condition_start(dn: &TrainableDenoiser, seed: u64) -> anyhow::Result<()> {
+    let d = dn.config.inner_dim();
+    let c = dn.config.in_channels;
+    if c + 2 > d {
+        anyhow::bail!("condition start: {c} token values do not fit a {d}-wide stream with room");
+    }
+    // orthonormal basis: ones / sqrt(d), the bias direction, then c directions for the signal
+    let mut rng = Normal::new(seed ^ 0xC0DE);
+    let mut basis: Vec<Vec<f64>> = vec![vec![1.0 / (d as f64).sqrt(); d]];
+    while basis.len() < c + 2 {
+        let mut v: Vec<f64> = (0..d).map(|_| rng.uniform() - 0.5).collect();
+        for b in &basis {
+            let dot: f64 = v.iter().zip(b).map(|(x, y)| x * y).sum();
+            v.iter_mut().zip(b).for_each(|(x, y)| *x -= dot * y);
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm > 1e-6 {
+            basis.push(v.into_iter().map(|x| x / norm).collect());
+        }
+    }
+    let dir = &basis[1];
+    let w = &basis[2..]; // c columns of the (d, c) map, each of length d
+                         // beta: a few times a token's typical norm (unit-variance values: sqrt(c))
+    let beta = 4.0 * (c as f64).sqrt();
+    let gain = 2.0 * beta / (d as f64).sqrt();
+    let dev = Device::Cpu;
+    let mat = |rows: usize, cols: usize, f: &dyn Fn(usize, usize) -> f64| {
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| f(i / cols, i % cols) as f32)
+            .collect();
+        Tensor::from_vec(v, (rows, cols), &dev)
+    };
+    let vars = params::sorted_vars(&dn.varmap)?;
+    let set = |name: &str, value: Tensor| -> anyhow::Result<()> {
+        let var = vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| anyhow::anyhow!("condition start: the denoiser has no {name}"))?;
+        let value = value.reshape(var.shape())?;
+        var.set(&value)?;
+        Ok(())
+    };
+    let zero = |name: &str| -> anyhow::Result<()> {
+        if let Some((_, v)) = vars.iter().find(|(n, _)| n == name) {
+            v.set(&v.zeros_like()?)?;
+        }
+        Ok(())
+    };
+    let bias: Vec<f32> = dir.iter().map(|x| (beta * x) as f32).collect();
+    set("proj_in.weight", mat(d, c, &|i, j| w[j][i])?)?;
+    set("proj_in.bias", Tensor::from_vec(bias.clone(), d, &dev)?)?;
+    set(
+        &format!("{}.weight", crate::model::turbovsr::denoiser::COND_EMBEDDER),
+        mat(d, c, &|i, j| -w[j][i])?,
+    )?;
+    set(
+        &format!("{}.bias", crate::model::turbovsr::denoiser::COND_EMBEDDER),
+        Tensor::from_vec(bias, d, &dev)?,
+    )?;
+    set("proj_out.weight", mat(c, d, &|i, j| gain * w[i][j])?)?;
+    zero("proj_out.bias")?;
+    zero("scale_shift_table")?;
+    for p in ["weight", "bias"] {
+        zero(&format!("time_embed.emb.step_embedder.linear_2.{p}"))?;
+    }
+    // The timestep embedding is added to the final LayerNorm's scale (and shift, which proj_out
+    // cancels: the ones direction is outside W). Its last layer is fitted, every output
+    // channel alike, to 1/s - 1 so that the velocity is (x_s - cond) / s: the Euler step from s
+    // to s' then lands on s'/s x_s + (1 - s'/s) cond, the condition at s' = 0 for any schedule.
+    let w1 = vars
+        .iter()
+        .find(|(n, _)| n == "time_embed.emb.timestep_embedder.linear_1.weight")
+        .map(|(_, v)| v.as_tensor().clone())
+        .ok_or_else(|| anyhow::anyhow!("condition start: no timestep embedder"))?;
+    let b1 = vars
+        .iter()
+        .find(|(n, _)| n == "time_embed.emb.timestep_embedder.linear_1.bias")
+        .map(|(_, v)| v.as_tensor().clone())
+        .ok_or_else(|| anyhow::anyhow!("condition start: no timestep embedder bias"))?;
+    let grid: Vec<f64> = (0..400).map(|i| 0.02 + 0.98 * i as f64 / 399.0).collect();
+    let ts: Vec<f32> = grid.iter().map(|&s| (1000.0 * s) as f32).collect();
+    let proj = crate::model::transformer::embeddings::timestep_sinusoids(
+        &ts,
+        crate::model::transformer::embeddings::TIMESTEP_PROJ_DIM,
+        &dev,
+    )?;
+    let phi = proj.matmul(&w1.t()?)?.broadcast_add(&b1)?.silu()?; // (N, d)
+    let phi: Vec<Vec<f32>> = phi.to_vec2()?;
+    let target: Vec<f64> = grid
+        .iter()
+        .map(|&s| 1.0 / s.max(GAIN_FLOOR_S) - 1.0)
+        .collect();
+    let coef = least_squares(&phi, &target)?; // d weights, then the bias
+    let row: Vec<f64> = coef[..d].to_vec();
+    set(
+        "time_embed.emb.timestep_embedder.linear_2.weight",
+        mat(d, d, &|_, j| row[j])?,
+    )?;
+    set(
+        "time_embed.emb.timestep_embedder.linear_2.bias",
+        Tensor::from_vec(vec![coef[d] as f32; d], d, &dev)?,
+    )?;
+    Ok(())
+}
+
+/// Below this noise level the condition start's velocity gain stays at `1 / GAIN_FLOOR_S` (the
+/// 16-step schedule's last level with shift 2 is 0.118).
+const GAIN_FLOOR_S: f64 = 0.1;
+
+/// Ridge-regularized least squares `min |[x 1] c - y|` (`x` rows of features, a constant column
+/// appended), by Gaussian elimination on the normal equations.
+fn least_squares(x: &[Vec<f32>], y: &[f64]) -> anyhow::Result<Vec<f64>> {
+    let k = x.first().map(|r| r.len()).unwrap_or(0) + 1;
+    let mut a = vec![0f64; k * k];
+    let mut b = vec![0f64; k];
+    for (row, &t) in x.iter().zip(y) {
+        let f: Vec<f64> = row.iter().map(|&v| v as f64).chain([1.0]).collect();
+        for i in 0..k {
+            b[i] += f[i] * t;
+            for j in 0..k {
+                a[i * k + j] += f[i] * f[j];
+            }
+        }
+    }
+    let trace: f64 = (0..k).map(|i| a[i * k + i]).sum();
+    for i in 0..k {
+        a[i * k + i] += 1e-8 * trace / k as f64;
+    }
+    for col in 0..k {
+        let piv = (col..k)
+            .max_by(|&i, &j| a[i * k + col].abs().total_cmp(&a[j * k + col].abs()))
+            .unwrap_or(col);
+        if a[piv * k + col].abs() < 1e-300 {
+            anyhow::bail!("condition start: singular timestep fit");
+        }
+        if piv != col {
+            for j in 0..k {
+                a.swap(piv * k + j, col * k + j);
+            }
+            b.swap(piv, col);
+        }
+        for i in col + 1..k {
+            let m = a[i * k + col] / a[col * k + col];
+            for j in col..k {
+                a[i * k + j] -= m * a[col * k + j];
+            }
+            b[i] -= m * b[col];
+        }
+    }
+    let mut c = vec![0f64; k];
+    for i in (0..k).rev() {
+        let rest: f64 = (i + 1..k).map(|j| a[i * k + j] * c[j]).sum();
+        c[i] = (b[i] - rest) / a[i * k + i];
+    }
+    Ok(c)
 }
 
 /// One training batch in normalized latents: `x0` (clean HR) and `cond` (the LR clip,
@@ -269,8 +472,9 @@ fn train_step(
     };
     let (x0, cond) = encode_batch(vae, source, cfg.batch, frames, seed)?;
     let (b, c, t, h, w) = x0.dims5()?;
-    let n = t * h * w;
-    let first = if t > 1 { h * w } else { 0 };
+    let p = PATCH;
+    let n = t * (h / p) * (w / p);
+    let first = if t > 1 { (h / p) * (w / p) } else { 0 };
     // condition augmentation, per sample
     let mut conds = Vec::with_capacity(b);
     for i in 0..b {
@@ -285,13 +489,18 @@ fn train_step(
     let cond = Tensor::cat(&conds, 0)?;
     let bound = Bound {
         model: &dn.model,
-        cond: pack_latents(&cond, 1, 1)?,
+        cond: pack_latents(&cond, p, 1)?,
         prompt: Tensor::zeros((b, 1, CAPTION_CHANNELS), DType::F32, &Device::Cpu)?,
         mask: Tensor::ones((b, 1), DType::F32, &Device::Cpu)?,
-        video_shape: (t, h, w),
-        rope: [8.0 / FRAME_RATE as f32, 8.0, 8.0],
+        video_shape: (t, h / p, w / p),
+        rope: [
+            (vae.config().temporal_compression() as f64 / FRAME_RATE) as f32,
+            vae.config().spatial_compression() as f32,
+            vae.config().spatial_compression() as f32,
+        ],
     };
-    let x0 = pack_latents(&x0, 1, 1)?; // (b, n, c)
+    let x0 = pack_latents(&x0, p, 1)?; // (b, n, c p p)
+    let c = c * p * p;
     let eps = rng.tensor(&[b, n, c])?;
     // tokens of the clean first frame: not noised, timestep 0, no loss
     let noisy_mask = {
@@ -324,7 +533,8 @@ fn train_step(
         let s: Vec<f64> = (0..b)
             .map(|_| {
                 let u = rng.uniform().clamp(1e-4, 1.0);
-                cfg.shift * u / (1.0 + (cfg.shift - 1.0) * u)
+                let level = cfg.shift * u / (1.0 + (cfg.shift - 1.0) * u);
+                level.max(cfg.min_level)
             })
             .collect();
         (s, d_min, (&eps - &x0)?)
@@ -392,6 +602,8 @@ pub fn train_denoiser(
     let start = run.resume(&dn.varmap, &mut opt, &settings)?;
     if start > 0 {
         progress(&format!("resuming from step {start}"));
+    } else if cfg.init == DenoiserInit::Condition {
+        condition_start(&dn, cfg.seed)?;
     }
     progress(&format!(
         "denoiser: {} parameters, objective {:?}",
@@ -437,12 +649,14 @@ pub fn train_denoiser(
 
 /// Writes a complete checkpoint folder (DESIGN §3.3): `vae/` copied from `vae_dir`,
 /// `transformer/` with the trained weights in `dtype`, and `turbovsr.json` with the schedule
-/// the model was trained with.
+/// the model was trained with and its training tile in latents (`[frames, height, width]`, the
+/// element's default denoising tile).
 pub fn export_model(
     dn: &TrainableDenoiser,
     cfg: &DenoiserTrainConfig,
     vae_dir: &Path,
     out: &Path,
+    tile: [usize; 3],
     dtype: DType,
 ) -> anyhow::Result<()> {
     let vae_out = out.join("vae");
@@ -465,6 +679,7 @@ pub fn export_model(
         "shift": cfg.shift,
         "cond_scale": std::f64::consts::FRAC_1_SQRT_2,
         "frame_rate": FRAME_RATE,
+        "tile": tile,
     });
     if cfg.objective == Objective::Shortcut {
         config["step_sizes"] = json!(cfg.step_sizes);

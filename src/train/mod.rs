@@ -11,6 +11,7 @@ pub mod data_source;
 pub mod denoiser;
 pub mod optim;
 pub mod params;
+pub mod pca_init;
 pub mod run;
 pub mod source;
 pub mod vae;

@@ -153,7 +153,7 @@ fn trained_model_exports_and_upscales() -> anyhow::Result<()> {
             .any(|(n, _)| n.starts_with(crate::model::turbovsr::denoiser::STEP_EMBEDDER));
         assert_eq!(has_step, objective == Objective::Shortcut);
         let out = dir.join(format!("model-{objective:?}"));
-        export_model(&dn, &cfg, &dir.join("vae"), &out, DType::F16)?;
+        export_model(&dn, &cfg, &dir.join("vae"), &out, [9, 16, 16], DType::F16)?;
         let mut up = Upscaler::load(
             out.to_str().unwrap(),
             &ProcessorSettings {
@@ -184,8 +184,9 @@ fn gradients_reach_every_denoiser_weight() -> anyhow::Result<()> {
     use crate::model::transformer::{RopePositions, TransformerInputs};
     let dn = TrainableDenoiser::new(8, true, 0)?;
     let (b, n) = (2, 2 * 3 * 4);
-    let x = Tensor::randn(0f32, 1.0, (b, n, 8), &Device::Cpu)?;
-    let cond = Tensor::randn(0f32, 1.0, (b, n, 8), &Device::Cpu)?;
+    // 8 latent channels, patchified 2x2 into 32 per token
+    let x = Tensor::randn(0f32, 1.0, (b, n, 32), &Device::Cpu)?;
+    let cond = Tensor::randn(0f32, 1.0, (b, n, 32), &Device::Cpu)?;
     // a random prompt of three tokens: with the zero prompt of training, cross-attention is a
     // constant and its weights rightly get no gradient; here the graph itself is checked
     let prompt = Tensor::randn(
@@ -236,4 +237,40 @@ fn ddpm_augmentation_schedule() {
         assert!(a < prev && a > 0.0, "t {t}: {a}");
         prev = a;
     }
+}
+
+/// The condition start: before any step, one Euler step of size 1 from noise returns the
+/// condition (the velocity is `x_1 - cond` up to LayerNorm's per-token gain).
+#[test]
+fn condition_start_returns_the_condition_in_one_step() -> anyhow::Result<()> {
+    use super::denoiser::{condition_start, TrainableDenoiser};
+    use crate::model::transformer::{RopePositions, TransformerInputs};
+    let dn = TrainableDenoiser::new(8, true, 0)?;
+    condition_start(&dn, 0)?;
+    let (b, n) = (2, 2 * 3 * 4);
+    let x1 = Tensor::randn(0f32, 1.0, (b, n, 32), &Device::Cpu)?;
+    let cond = Tensor::randn(0f32, 1.0, (b, n, 32), &Device::Cpu)?;
+    let prompt = Tensor::zeros(
+        (b, 1, super::denoiser::CAPTION_CHANNELS),
+        DType::F32,
+        &Device::Cpu,
+    )?;
+    let t = Tensor::full(1000f32, (b, n), &Device::Cpu)?;
+    let inputs = TransformerInputs {
+        hidden_states: &x1,
+        encoder_hidden_states: &prompt,
+        timestep: &t,
+        encoder_attention_mask: None,
+        video_shape: (2, 3, 4),
+        positions: RopePositions::Grid {
+            rope_interpolation_scale: Some([0.04, 4.0, 4.0]),
+        },
+    };
+    let v = dn.model.forward(&inputs, &cond, 1.0)?;
+    let x0 = (&x1 - &v)?;
+    let err = (&x0 - &cond)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
+    let signal = cond.sqr()?.mean_all()?.to_scalar::<f32>()?;
+    // a few percent of per-token gain error, nothing like the unit-variance noise
+    assert!(err < 0.05 * signal, "error {err}, condition power {signal}");
+    Ok(())
 }

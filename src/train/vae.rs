@@ -2,11 +2,18 @@
 //! small configuration, as an autoencoder on high-resolution clips and on the bicubic-upscaled
 //! degraded clips the element encodes as its condition.
 //!
-//! Compression: time by 8 (the windowing of DESIGN §5 is built on 1 + 8k frames) and space by
-//! 8, the least LTX's decoder allows with that temporal factor (each of its up blocks doubles
-//! time, height and width together; `patch_size` 1). LTX-Video's own 32x32x8 keeps 1/192 of
-//! the values; this one keeps 64 channels per 8x8x8 block, 1/24, because a model trained for an
-//! hour on two CPU cores cannot fill in what a 1/192 bottleneck loses.
+//! Compression: space by 4 (LTX's `patch_size` 4 patchify, no strided block), time by 1, into
+//! 32 channels per 4x4 pixel patch (48 values): 1/1.5 of the values. LTX-Video's own 32x32x8
+//! keeps 1/192; a CPU-trained model cannot fill in what such a bottleneck loses, and the
+//! element's output is never better than the VAE's reconstruction (an 8x8x8 into 64 channels
+//! variant stalled at 15 dB after 1100 steps, BENCHMARKS.md). The transformer patchifies the
+//! latent by 2 (`patch_size` 2), so one token still covers 8x8 pixels of one frame.
+//!
+//! Start: `--init pca` sets the weights to the principal-component autoencoder of the training
+//! patches ([`super::pca_init`]; 48.5 dB before any step), `--init he` to random weights (24 dB
+//! after 600 steps of 16 + 4 crops). The shipped default model uses the principal-component
+//! weights as they are: Adam steps from them lowered the reconstruction (48.0 -> 47.1 dB after
+//! 30 steps at a learning rate of 3e-6, 30.2 dB after 2 steps at 8e-6; BENCHMARKS.md).
 
 use std::path::Path;
 use std::time::Instant;
@@ -25,6 +32,9 @@ use crate::model::turbovsr::test_model::{vae_shapes, write_json};
 use crate::model::vae::{AutoencoderKlLtxVideo, VaeConfig};
 use crate::pipeline::resize::resize_bicubic;
 
+/// Latent channels of the small VAE.
+pub const LATENT_CHANNELS: usize = 32;
+
 /// `config.json` of the small VAE (diffusers `AutoencoderKLLTXVideo` keys, 0.9.1 blocks).
 pub fn small_vae_config_json() -> serde_json::Value {
     json!({
@@ -32,24 +42,22 @@ pub fn small_vae_config_json() -> serde_json::Value {
         "_diffusers_version": "0.42.1",
         "in_channels": 3,
         "out_channels": 3,
-        "latent_channels": 64,
-        "block_out_channels": [8, 16, 32, 64],
-        "down_block_types": ["LTXVideoDownBlock3D", "LTXVideoDownBlock3D",
-                             "LTXVideoDownBlock3D", "LTXVideoDownBlock3D"],
-        "decoder_block_out_channels": [16, 32, 64],
-        // no resnet at full resolution (the last entry, read first from the end, is the mid
-        // block; the first is the full-resolution up block): that stage would cost more than
-        // the rest of the decoder together
-        "layers_per_block": [0, 1, 1, 1, 1],
-        "decoder_layers_per_block": [0, 1, 1, 1],
-        "spatio_temporal_scaling": [true, true, true, false],
-        "decoder_spatio_temporal_scaling": [true, true, true],
-        "decoder_inject_noise": [false, false, false, false],
-        "downsample_type": ["conv", "conv", "conv", "conv"],
-        "upsample_residual": [true, true, true],
-        "upsample_factor": [2, 2, 2],
+        "latent_channels": LATENT_CHANNELS,
+        "block_out_channels": [64],
+        "down_block_types": ["LTXVideoDownBlock3D"],
+        "decoder_block_out_channels": [64],
+        // one resnet in the down block and one in the mid block, the same in the decoder; all
+        // at the patch grid (a quarter of the pixels in each direction)
+        "layers_per_block": [1, 1],
+        "decoder_layers_per_block": [1, 1],
+        "spatio_temporal_scaling": [false],
+        "decoder_spatio_temporal_scaling": [false],
+        "decoder_inject_noise": [false, false],
+        "downsample_type": ["conv"],
+        "upsample_residual": [false],
+        "upsample_factor": [1],
         "timestep_conditioning": false,
-        "patch_size": 1,
+        "patch_size": 4,
         "patch_size_t": 1,
         "resnet_norm_eps": 1e-6,
         "scaling_factor": 1.0,
@@ -57,6 +65,14 @@ pub fn small_vae_config_json() -> serde_json::Value {
         "decoder_causal": false,
     })
 }
+
+/// Initial bias of the encoder's and the decoder's first convolution. LTX's blocks normalize
+/// every position's feature vector to unit RMS (resnet norms, the final norms): with a zero
+/// bias that division discards each patch's brightness and contrast, which the network then
+/// has to recover from directions alone (an earlier run stalled with a colour offset). A
+/// constant offset larger than the signal keeps the norms in their near-linear range at the
+/// start.
+pub const CONV_IN_BIAS: f32 = 2.0;
 
 /// Initial values for training: convolutions and linears He-normal for the SiLU that precedes
 /// them, a resnet's second convolution scaled by 0.1 (each resnet starts close to identity),
@@ -67,6 +83,12 @@ pub fn vae_init(name: &str, shape: &[usize]) -> (f32, f32) {
         return (1.0, 0.0);
     }
     if shape.len() <= 1 {
+        if name.ends_with("conv_in.conv.bias") {
+            let b = std::env::var("PROBE_BIAS")
+                .ok()
+                .and_then(|v| v.parse().ok());
+            return (b.unwrap_or(CONV_IN_BIAS), 0.0);
+        }
         let one = name.contains("norm") && leaf == "weight";
         return (if one { 1.0 } else { 0.0 }, 0.0);
     }
@@ -95,14 +117,28 @@ pub struct VaeTrainConfig {
     pub optim: AdamWConfig,
     /// Checkpoint every this many steps.
     pub checkpoint_every: usize,
+    /// Starting weights of a new run.
+    #[serde(default)]
+    pub init: VaeInit,
+}
+
+/// Starting weights of a VAE run.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VaeInit {
+    /// He-normal convolutions ([`vae_init`]).
+    #[default]
+    He,
+    /// The principal-component autoencoder of the training patches ([`super::pca_init`]).
+    Pca,
 }
 
 impl Default for VaeTrainConfig {
     fn default() -> Self {
         Self {
             seed: 1,
-            image_batch: 2,
-            video_batch: 1,
+            image_batch: 8,
+            video_batch: 2,
             frames: 9,
             degraded_share: 0.3,
             optim: AdamWConfig {
@@ -111,6 +147,7 @@ impl Default for VaeTrainConfig {
                 ..AdamWConfig::default()
             },
             checkpoint_every: 50,
+            init: VaeInit::He,
         }
     }
 }
@@ -188,6 +225,12 @@ pub fn train_vae(
     let start = run.resume(&model.varmap, &mut opt, &settings)?;
     if start > 0 {
         progress(&format!("resuming from step {start}"));
+    } else if cfg.init == VaeInit::Pca {
+        super::pca_init::pca_init(&model, source, cfg.seed)?;
+        let psnr = reconstruction_psnr(&model.vae, source, 8, cfg.frames, 0xE7A1)?;
+        progress(&format!(
+            "principal-component start: reconstruction {psnr:.2} dB on 8 clips"
+        ));
     }
     progress(&format!(
         "VAE: {} parameters, spatial x{}, temporal x{}",
@@ -240,7 +283,8 @@ pub fn train_vae(
     Ok(model)
 }
 
-/// Per-channel mean and standard deviation of the encoder's latents over `clips` clips (the
+/// Per-channel mean and standard deviation of the encoder's latents over `clips` high-resolution
+/// clips (the
 /// `latents_mean` / `latents_std` the pipelines normalize with, so the denoiser sees unit
 /// variance). The standard deviation is floored at 1e-3 of the largest channel's.
 pub fn latent_stats(
@@ -252,7 +296,8 @@ pub fn latent_stats(
 ) -> anyhow::Result<(Tensor, Tensor)> {
     let mut all = Vec::new();
     for i in 0..clips {
-        let x = vae_batch(source, 1, frames, 0.5, step_seed(seed, i))?;
+        // high-resolution clips only: the statistics normalize what the denoiser generates
+        let x = vae_batch(source, 1, frames, 0.0, step_seed(seed, i))?;
         let z = vae.encode(&x)?.mean; // (1, C, t, h, w)
         let c = z.dim(1)?;
         all.push(z.transpose(0, 1)?.reshape((c, ()))?);
@@ -277,7 +322,7 @@ pub fn export_vae(
     dtype: DType,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (mean, std) = latent_stats(&model.vae, source, 16, 9, 0x57A7)?;
+    let (mean, std) = latent_stats(&model.vae, source, 64, 9, 0x57A7)?;
     {
         let data = model
             .varmap
@@ -327,13 +372,13 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn small_vae_compresses_8x8x8() -> anyhow::Result<()> {
+    fn small_vae_compresses_4x4x1() -> anyhow::Result<()> {
         let m = TrainableVae::new(&small_vae_config_json(), 0)?;
-        assert_eq!(m.config.spatial_compression(), 8);
-        assert_eq!(m.config.temporal_compression(), 8);
+        assert_eq!(m.config.spatial_compression(), 4);
+        assert_eq!(m.config.temporal_compression(), 1);
         let x = Tensor::zeros((1, 3, 9, 16, 24), DType::F32, &Device::Cpu)?;
         let z = m.vae.encode(&x)?.mean;
-        assert_eq!(z.dims(), &[1, 64, 2, 2, 3]);
+        assert_eq!(z.dims(), &[1, LATENT_CHANNELS, 9, 4, 6]);
         assert_eq!(m.vae.decode(&z, None)?.dims(), x.dims());
         Ok(())
     }
@@ -359,6 +404,65 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert!(missing.is_empty(), "no gradient for {missing:?}");
+        Ok(())
+    }
+
+    /// The backward pass is the derivative of the forward one: the gradient's component along a
+    /// random direction of all weights matches a central finite difference of the loss.
+    #[test]
+    fn vae_gradient_matches_finite_differences() -> anyhow::Result<()> {
+        let m = TrainableVae::new(&small_vae_config_json(), 5)?;
+        let src = SyntheticSource {
+            height: 16,
+            width: 16,
+            scale: 4,
+        };
+        let x = vae_batch(&src, 2, 9, 0.0, 11)?;
+        let loss_of = |m: &TrainableVae| -> anyhow::Result<f64> {
+            let y = m.vae.decode(&m.vae.encode(&x)?.mean, None)?;
+            let d = (y - &x)?;
+            Ok(d.sqr()?
+                .mean_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?)
+        };
+        let vars = m.trained_vars()?;
+        let grads = {
+            let _scope = AutogradScope::enter();
+            let y = m.vae.decode(&m.vae.encode(&x)?.mean, None)?;
+            (y - &x)?.sqr()?.mean_all()?.backward()?
+        };
+        let mut predicted = 0f64;
+        let mut dirs = Vec::new();
+        for (i, (_, v)) in vars.iter().enumerate() {
+            let d = Tensor::randn(0f32, 1.0, v.shape(), &Device::Cpu)?;
+            let _ = i;
+            if let Some(g) = grads.get(v.as_tensor()) {
+                predicted += (g * &d)?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
+            }
+            dirs.push(d);
+        }
+        let eps = 1e-3;
+        let shift = |sign: f64| -> anyhow::Result<()> {
+            for ((_, v), d) in vars.iter().zip(&dirs) {
+                v.set(&(v.as_tensor() + (d * (sign * eps))?)?)?;
+            }
+            Ok(())
+        };
+        shift(1.0)?;
+        let up = loss_of(&m)?;
+        shift(-2.0)?;
+        let down = loss_of(&m)?;
+        shift(1.0)?;
+        let measured = (up - down) / (2.0 * eps);
+        let rel = (measured - predicted).abs() / measured.abs().max(1e-6);
+        assert!(
+            rel < 0.05,
+            "directional derivative: backward {predicted:.6e}, finite difference {measured:.6e}"
+        );
         Ok(())
     }
 }
