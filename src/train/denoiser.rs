@@ -255,17 +255,13 @@ pub fn condition_start(dn: &TrainableDenoiser, seed: u64) -> anyhow::Result<()> 
     };
     let vars = params::sorted_vars(&dn.varmap)?;
     let set = |name: &str, value: Tensor| -> anyhow::Result<()> {
-        let var = vars
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-            .ok_or_else(|| anyhow::anyhow!("condition start: the denoiser has no {name}"))?;
+        let var = params::named(&vars, name, "condition start: the denoiser")?;
         let value = value.reshape(var.shape())?;
         var.set(&value)?;
         Ok(())
     };
     let zero = |name: &str| -> anyhow::Result<()> {
-        if let Some((_, v)) = vars.iter().find(|(n, _)| n == name) {
+        if let Ok(v) = params::named(&vars, name, "") {
             v.set(&v.zeros_like()?)?;
         }
         Ok(())
@@ -291,16 +287,17 @@ pub fn condition_start(dn: &TrainableDenoiser, seed: u64) -> anyhow::Result<()> 
     // cancels: the ones direction is outside W). Its last layer is fitted, every output
     // channel alike, to 1/s - 1 so that the velocity is (x_s - cond) / s: the Euler step from s
     // to s' then lands on s'/s x_s + (1 - s'/s) cond, the condition at s' = 0 for any schedule.
-    let w1 = vars
-        .iter()
-        .find(|(n, _)| n == "time_embed.emb.timestep_embedder.linear_1.weight")
-        .map(|(_, v)| v.as_tensor().clone())
-        .ok_or_else(|| anyhow::anyhow!("condition start: no timestep embedder"))?;
-    let b1 = vars
-        .iter()
-        .find(|(n, _)| n == "time_embed.emb.timestep_embedder.linear_1.bias")
-        .map(|(_, v)| v.as_tensor().clone())
-        .ok_or_else(|| anyhow::anyhow!("condition start: no timestep embedder bias"))?;
+    let what = "condition start: the denoiser";
+    let w1 = params::named(
+        &vars,
+        "time_embed.emb.timestep_embedder.linear_1.weight",
+        what,
+    )?;
+    let b1 = params::named(
+        &vars,
+        "time_embed.emb.timestep_embedder.linear_1.bias",
+        what,
+    )?;
     let grid: Vec<f64> = (0..400).map(|i| 0.02 + 0.98 * i as f64 / 399.0).collect();
     let ts: Vec<f32> = grid.iter().map(|&s| (1000.0 * s) as f32).collect();
     let proj = crate::model::transformer::embeddings::timestep_sinusoids(
@@ -308,7 +305,10 @@ pub fn condition_start(dn: &TrainableDenoiser, seed: u64) -> anyhow::Result<()> 
         crate::model::transformer::embeddings::TIMESTEP_PROJ_DIM,
         &dev,
     )?;
-    let phi = proj.matmul(&w1.t()?)?.broadcast_add(&b1)?.silu()?; // (N, d)
+    let phi = proj
+        .matmul(&w1.as_tensor().t()?)?
+        .broadcast_add(b1.as_tensor())?
+        .silu()?; // (N, d)
     let phi: Vec<Vec<f32>> = phi.to_vec2()?;
     let target: Vec<f64> = grid
         .iter()

@@ -63,6 +63,14 @@ pub fn sorted_vars(varmap: &VarMap) -> anyhow::Result<Vec<(String, Var)>> {
 }
 
 /// Number of scalar parameters.
+/// The variable called `name` in a [`sorted_vars`] list; the error names it and `what` owns it.
+pub fn named<'a>(vars: &'a [(String, Var)], name: &str, what: &str) -> anyhow::Result<&'a Var> {
+    vars.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+        .ok_or_else(|| anyhow::anyhow!("{what} has no weight {name}"))
+}
+
 pub fn count(varmap: &VarMap) -> usize {
     varmap.all_vars().iter().map(|v| v.elem_count()).sum()
 }

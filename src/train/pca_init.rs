@@ -21,6 +21,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use super::params;
 use super::source::{step_seed, ClipSource};
 use super::vae::{vae_batch, TrainableVae};
 use crate::model::vae::encoder::patchify;
@@ -181,11 +182,7 @@ pub fn pca_init(vae: &TrainableVae, source: &dyn ClipSource, seed: u64) -> anyho
     };
     let vars = vae.trained_vars()?;
     let set = |name: &str, value: Tensor| -> anyhow::Result<()> {
-        let var = vars
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-            .ok_or_else(|| anyhow::anyhow!("PCA init: the VAE has no weight {name}"))?;
+        let var = params::named(&vars, name, "PCA init: the VAE")?;
         if var.shape() != value.shape() {
             anyhow::bail!(
                 "PCA init: {name} has shape {:?}, expected {:?}",
@@ -224,11 +221,8 @@ pub fn pca_init(vae: &TrainableVae, source: &dyn ClipSource, seed: u64) -> anyho
                 .collect(),
         )?,
     )?;
-    let out_rows = vars
-        .iter()
-        .find(|(n, _)| n == "encoder.conv_out.conv.weight")
-        .map(|(_, v)| v.dims()[0])
-        .unwrap_or(k + 1);
+    let out_rows =
+        params::named(&vars, "encoder.conv_out.conv.weight", "PCA init: the VAE")?.dims()[0];
     set(
         "encoder.conv_out.conv.weight",
         conv(out_rows, width, enc_t, &|o, i| {
