@@ -4,7 +4,7 @@
 # PyTorch's cu13 wheels), with the `turbovsr` binary built by scripts/build-cuda.sh. No Rust
 # toolchain or network is needed there.
 #
-#   scripts/gpu-run.sh BINARY [LOG_DIR]      (log in LOG_DIR/gpu.log; default $OUT, else out/gpu)
+#   scripts/gpu-run.sh BINARY|BUNDLE.tar.xz [LOG_DIR]      (log in LOG_DIR/gpu.log; default $OUT, else out/gpu)
 #
 # 1. the parity fixtures on CUDA against the CPU: f32 within 1e-3, bf16 within 2e-2;
 # 2. the `ltx-2b` test model (random weights with LTX-Video 2B's shapes);
@@ -12,7 +12,13 @@
 #    frame by stage, TFLOP/s against the stages' matmul FLOPs, peak device memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin="$(realpath "${1:?usage: scripts/gpu-run.sh TURBOVSR_BINARY [LOG_DIR]}")"
+bin="$(realpath "${1:?usage: scripts/gpu-run.sh TURBOVSR_BINARY|BUNDLE.tar.xz [LOG_DIR]}")"
+if [[ "$bin" == *.tar.xz ]]; then
+  # scripts/gpu.sh's bundle: the binary and lib/ (GStreamer, GLib)
+  unpacked="$(mktemp -d)"
+  tar -C "$unpacked" -xJf "$bin"
+  bin="$unpacked/turbovsr"
+fi
 log_dir="${2:-${OUT:-out/gpu}}"
 mkdir -p "$log_dir"
 exec > >(tee "$log_dir/gpu.log") 2>&1
@@ -40,6 +46,8 @@ for so in "${wanted[@]}"; do
   fi
   libdirs+=("$(dirname "$found")")
 done
+# GStreamer and GLib as scripts/gpu.sh staged them next to the binary.
+[ -d "$(dirname "$bin")/lib" ] && libdirs+=("$(dirname "$bin")/lib")
 LD_LIBRARY_PATH="$(printf '%s\n' "${libdirs[@]}" | awk '!seen[$0]++' | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export LD_LIBRARY_PATH
 if ldd "$bin" | grep -q "not found"; then
@@ -48,16 +56,28 @@ if ldd "$bin" | grep -q "not found"; then
   exit 1
 fi
 
+# Every step runs even when an earlier one fails (one call of a lent GPU should say as much as
+# it can); the script fails at the end, naming the steps that failed.
+failed=()
 run() {
   echo "+ $*"
-  "$@"
+  local t0=$SECONDS
+  "$@" || { echo "gpu-run: FAILED (exit $?): $*"; failed+=("$1 $2"); }
+  echo "  ($((SECONDS - t0)) s)"
 }
 date -u
+ldd --version | sed -n 1p
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
 ldd "$bin" | grep -E "cuda|cublas|curand|nvrtc"
 run "$bin" parity --fixtures tests/fixtures --device cuda --precision f32 --tolerance 1e-3
 run "$bin" parity --fixtures tests/fixtures --device cuda --precision bf16 --tolerance 2e-2
 model="${TMPDIR:-/tmp}/turbovsr-ltx-2b"
 [ -f "$model/turbovsr.json" ] || run "$bin" make-test-model "$model" --preset ltx-2b
+# 4 steps first: the real-time target is stated at 4 steps.
 run "$bin" bench --model "$model" --device cuda --precision bf16 \
-  --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1,2,4 --runs 2
+  --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 4,2,1 --runs "${BENCH_RUNS:-2}"
+date -u
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "gpu-run: ${#failed[@]} step(s) failed: ${failed[*]}" >&2
+  exit 1
+fi

@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
 # The GPU measurements of issue 8 in one step: builds the release `turbovsr` binary here with
-# `--features cuda` (scripts/build-cuda.sh, no GPU needed), stages it without debug info in
-# .gpu/ (small enough to carry), then runs scripts/gpu-run.sh (parity on CUDA, the ltx-2b test
+# `--features cuda` (scripts/build-cuda.sh, no GPU needed), stages it without debug info,
+# with the GStreamer/GLib libraries it links, as .gpu/carry/turbovsr.tar.xz (small enough to carry), then runs scripts/gpu-run.sh (parity on CUDA, the ltx-2b test
 # model, the 1080p window benchmark): right here when this machine has a GPU, otherwise it prints
 # the device tool's `run` call that does it on a GPU machine (the repo's working tree travels,
-# fixtures and scripts included; .gpu/ is named in carry).
+# fixtures and scripts included; .gpu/carry is named in carry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(CUDA_CLIPPY=0 scripts/build-cuda.sh | tail -1)"
-mkdir -p .gpu
-objcopy --strip-debug "$bin" .gpu/turbovsr
-echo "gpu: staged .gpu/turbovsr ($(du -h .gpu/turbovsr | cut -f1))"
+# The binary also links GStreamer and GLib (the element and `upscale` live in it); a GPU machine
+# need not have them, so their libraries (and what they pull in; the C and C++ runtimes and CUDA
+# excepted) go in lib/ next to it, which scripts/gpu-run.sh puts on the library path. The
+# device tool carries at most 64 MiB, so the two travel as one xz archive.
+rm -rf .gpu/stage .gpu/carry && mkdir -p .gpu/stage/lib .gpu/carry
+objcopy --strip-debug "$bin" .gpu/stage/turbovsr
+ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' \
+  | grep -vE '/(libc|libm|libgcc_s|libstdc\+\+|libcuda|libcudart|libcublas|libcublasLt|libcurand)\.so' \
+  | xargs -r cp -L -t .gpu/stage/lib
+tar -C .gpu/stage -cf - turbovsr lib | xz -T"$(nproc)" -6 > .gpu/carry/turbovsr.tar.xz
+echo "gpu: staged .gpu/carry/turbovsr.tar.xz ($(du -h .gpu/carry/turbovsr.tar.xz | cut -f1)):" \
+  "the binary and $(ls .gpu/stage/lib | wc -l) libraries"
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-  exec scripts/gpu-run.sh .gpu/turbovsr out/gpu
+  exec scripts/gpu-run.sh .gpu/stage/turbovsr out/gpu
 fi
 cat <<'MSG'
 gpu: no GPU on this machine. From a session lent a GPU machine, call the device tool's run with
-  command: scripts/gpu-run.sh .gpu/turbovsr "$OUT"
-  carry:   [".gpu"]
+  command: scripts/gpu-run.sh .gpu/carry/turbovsr.tar.xz "$OUT"
+  carry:   [".gpu/carry"]
   timeout_s: 600
 and record $OUT/gpu.log's lines, with the card, in BENCHMARKS.md's "CUDA" section.
 MSG

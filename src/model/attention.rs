@@ -201,10 +201,14 @@ pub fn generic_chunked_attention(
 
     let mut per_batch = Vec::with_capacity(b);
     for bi in 0..b {
-        // (heads, len, d) views; the softmax scale is folded into q (q_len*d work, not q_len*kv_len)
-        let qb = (q.i(bi)?.to_dtype(DType::F32)? * scale)?.to_dtype(mm_dtype)?;
-        let kb = k.i(bi)?.to_dtype(mm_dtype)?;
-        let vb = v.i(bi)?.to_dtype(mm_dtype)?;
+        // (heads, len, d), the softmax scale folded into q (q_len*d work, not q_len*kv_len).
+        // Contiguous per head: the inputs are head views of (b, len, heads, d) memory, and
+        // CUDA's batched gemm needs each head's matrix dense (or densely transposed).
+        let qb = (q.i(bi)?.to_dtype(DType::F32)? * scale)?
+            .to_dtype(mm_dtype)?
+            .contiguous()?;
+        let kb = k.i(bi)?.to_dtype(mm_dtype)?.contiguous()?;
+        let vb = v.i(bi)?.to_dtype(mm_dtype)?.contiguous()?;
         // (heads, d, kv_len)
         let kt = kb.t()?;
         let bias_b = bias.as_ref().map(|t| t.i(bi)).transpose()?;
