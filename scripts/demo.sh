@@ -3,10 +3,9 @@
 # 4x to 640x360 by `turbovsr` (the bicubic baseline unless MODEL=DIR is given), encoded to
 # out/demo.mp4. Then the README's quick start of the command-line tool: a 50-frame test clip
 # (out/in.mkv) upscaled file to file by `turbovsr upscale` (out/bicubic.mkv, and out/model.mp4
-# with the wavelet colour fix when MODEL=DIR is given). Last, the sample clip
-# assets/sample_leaf_96x64.mkv through MODEL (bicubic when unset: no trained weights ship yet):
-# out/sample.mkv (384x256) and out/side_by_side.png (its middle frame: input bicubic-upscaled |
-# output).
+# with the wavelet colour fix when MODEL=DIR is given). Last, the shipped default model (no
+# model given) on the sample clip assets/sample_leaf_96x64.mkv: out/sample.mkv (384x256) and
+# out/side_by_side.png (its middle frame: input bicubic-upscaled | output).
 #
 # TURBOVSR_DEMO_PROFILE=dev builds and runs the debug profile instead of release (CI uses it:
 # its test build has compiled that profile already).
@@ -36,4 +35,4 @@ if [ -n "${MODEL:-}" ]; then
   "$turbovsr" upscale out/in.mkv out/model.mp4 --model "$MODEL" --color-fix wavelet --overwrite
 fi
 "$turbovsr" upscale assets/sample_leaf_96x64.mkv out/sample.mkv --overwrite \
-  --model "${MODEL:-bicubic}" --side-by-side out/side_by_side.png
+  --side-by-side out/side_by_side.png

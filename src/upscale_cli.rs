@@ -29,8 +29,8 @@ pub struct UpscaleArgs {
     pub input: String,
     /// Output: a .mkv, .mp4, .mov, .webm or .y4m file, or a PNG pattern such as out_%05d.png.
     pub output: PathBuf,
-    /// TurboVSR checkpoint folder (vae/, transformer/, turbovsr.json), or `bicubic` (the default:
-    /// no trained weights ship with turbovsr yet).
+    /// TurboVSR checkpoint folder (vae/, transformer/, turbovsr.json), or `bicubic` (default:
+    /// the model shipped inside turbovsr).
     #[arg(long)]
     pub model: Option<String>,
     /// Output = input x scale (1..8).
@@ -525,7 +525,7 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
             "turbovsr: {} -> {} (model {}, scale {}, {} steps)",
             args.input,
             args.output.display(),
-            args.model.as_deref().unwrap_or("bicubic (no model given)"),
+            args.model.as_deref().unwrap_or("default"),
             args.scale,
             args.steps
         );
@@ -885,7 +885,7 @@ fn error_text(err: &gst::message::Error) -> String {
 }
 
 fn set_element_properties(element: &gst::Element, args: &UpscaleArgs) -> anyhow::Result<()> {
-    // Unset: the element's default, the bicubic baseline.
+    // Unset: the element's default, the shipped default model.
     if let Some(model) = &args.model {
         element.set_property("model", model);
     }

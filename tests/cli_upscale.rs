@@ -242,8 +242,8 @@ fn side_by_side_png_of_bicubic_has_two_equal_halves() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// No `--model`: the bicubic baseline (no trained weights ship yet) upscales every frame 4x, and
-/// says so; `--side-by-side-frame` picks the frame.
+/// No `--model`: the shipped default model upscales every frame 4x; `--side-by-side-frame`
+/// picks the frame.
 #[test]
 fn default_model_and_side_by_side_frame() {
     let dir = scratch("default-model");
@@ -267,10 +267,7 @@ fn default_model_and_side_by_side_frame() {
         "--side-by-side-frame",
         "2",
     ]));
-    assert!(
-        stderr.contains("model bicubic (no model given)"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("model default"), "{stderr}");
     assert!(stderr.contains("(frame 2:"), "{stderr}");
     assert_video(&probe(&output), 9, 128, 96);
     let (w, h, _) = gstturbovsr::eval::set::read_png_rgb8(&png).unwrap();

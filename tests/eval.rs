@@ -205,7 +205,7 @@ fn missing_files_and_wrong_sizes_are_named() {
     );
     // No manifest.
     std::fs::remove_file(dir.join("manifest.json")).unwrap();
-    let out = eval(&["--set", set, "--model", "bicubic"]);
+    let out = eval(&["--set", set]);
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("manifest.json"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();

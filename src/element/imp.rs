@@ -1099,17 +1099,9 @@ impl TurboVsr {
             gst::error_msg!(gst::LibraryError::Settings, ["Invalid settings: {}", msg])
         })?;
         let model_setting = settings.model.clone().unwrap_or_default();
-        // Unset (or empty): the bicubic baseline, said so (no trained weights ship yet).
+        // Unset (or empty) is the shipped default model (pipeline::default_model).
         let model = if model_setting.is_empty() {
-            let warning = gst::message::Warning::builder(
-                gst::LibraryError::Settings,
-                "No model set: upscaling with the bicubic baseline (set model to a TurboVSR \
-                 checkpoint folder; no trained weights ship with the plugin yet)",
-            )
-            .src(&*self.obj())
-            .build();
-            let _ = self.obj().post_message(warning);
-            "bicubic (no model set)".to_string()
+            crate::pipeline::default_model::DEFAULT_MODEL_NAME.to_string()
         } else {
             format!("'{model_setting}'")
         };
@@ -1239,8 +1231,8 @@ impl ObjectImpl for TurboVsr {
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
                     .blurb("TurboVSR checkpoint folder (vae/, transformer/, turbovsr.json), or \
-                            \"bicubic\" for the bicubic baseline. Unset: bicubic, with a \
-                            warning (no trained weights ship with the plugin yet)")
+                            \"bicubic\" for the bicubic baseline. Unset: the default model \
+                            shipped inside the plugin")
                     .default_value(DEFAULT_MODEL)
                     .mutable_ready()
                     .build(),

@@ -31,10 +31,10 @@ pub struct EvalArgs {
     /// Eval set folder: manifest.json and clip_XXX/{hr,lr}_YYY.png (`turbovsr data eval-set`).
     #[arg(long)]
     pub set: PathBuf,
-    /// Model to evaluate beside bicubic: a checkpoint folder, or `bicubic` for the baseline
-    /// alone.
+    /// Model to evaluate beside bicubic: a checkpoint folder (default: the shipped default
+    /// model), or `bicubic` for the baseline alone.
     #[arg(long)]
-    pub model: String,
+    pub model: Option<String>,
     /// Sampler step counts to evaluate the model at, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 2, 4, 8])]
     pub steps: Vec<usize>,
@@ -66,7 +66,7 @@ pub struct EvalArgs {
 pub struct Method {
     /// Row label: `bicubic`, `model@4`.
     pub label: String,
-    /// The `model` setting (a checkpoint folder or `bicubic`).
+    /// The `model` setting ("" is the shipped default model).
     pub model: String,
     pub steps: usize,
 }
@@ -376,11 +376,17 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         }
     }
     let windows = eval_window(m.frames, args.window)?;
-    let model = args.model.clone();
-    if model.is_empty() {
-        bail!("--model is empty: give a checkpoint folder or `bicubic`");
-    }
-    let model_name = format!("`{model}`");
+    let model = args.model.clone().unwrap_or_default();
+    let model_name = if model.is_empty() {
+        // The hash names the weights, so tables of different default models can be told apart.
+        format!(
+            "{} (default-{:016x})",
+            crate::pipeline::default_model::DEFAULT_MODEL_NAME,
+            crate::pipeline::default_model::default_model_hash()
+        )
+    } else {
+        format!("`{model}`")
+    };
     let settings = ProcessorSettings {
         device: device_choice(args.device),
         seed: args.seed,
@@ -450,10 +456,10 @@ mod tests {
 
     #[test]
     fn methods_are_bicubic_then_the_model_per_step_count() {
-        let m = methods("ckpt", &[1, 4]);
+        let m = methods("", &[1, 4]);
         let labels: Vec<&str> = m.iter().map(|m| m.label.as_str()).collect();
         assert_eq!(labels, ["bicubic", "model@1", "model@4"]);
-        assert_eq!((m[2].model.as_str(), m[2].steps), ("ckpt", 4));
+        assert_eq!((m[2].model.as_str(), m[2].steps), ("", 4));
         assert_eq!(methods("bicubic", &[1, 2]).len(), 1);
     }
 

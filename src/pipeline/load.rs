@@ -6,6 +6,7 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 
 use super::color_fix::ColorFix;
+use super::default_model::{default_model_dir, DEFAULT_MODEL_NAME};
 use super::diffusion::DiffusionProcessor;
 use super::processor::{BicubicProcessor, FrameProcessor, BICUBIC_MODEL};
 
@@ -150,16 +151,25 @@ pub fn explain_out_of_memory(err: anyhow::Error, device: &Device, what: &str) ->
 
 /// Loads the processor named by `model`: `bicubic`, a TurboVSR checkpoint folder (DESIGN §3.3)
 /// or a single-file LTX-Video checkpoint (see [`crate::model::checkpoint`]); an empty `model`
-/// is the bicubic baseline too: no trained TurboVSR weights ship with the plugin yet (issue
-/// 11), and bicubic is the one output that is never worse than the input. Every error names
-/// the path and the reason.
+/// is the shipped default model ([`default_model_dir`]). Every error names the path and the
+/// reason.
 pub fn load_processor(
     model: &str,
     settings: &ProcessorSettings,
 ) -> anyhow::Result<(Box<dyn FrameProcessor>, Device)> {
     let device = select_device(settings)?;
-    if model == BICUBIC_MODEL || model.is_empty() {
+    if model == BICUBIC_MODEL {
         return Ok((Box::new(BicubicProcessor), device));
+    }
+    if model.is_empty() {
+        let dir = default_model_dir().context("cannot prepare the shipped default model")?;
+        let processor = DiffusionProcessor::load(&dir, settings, &device).with_context(|| {
+            format!(
+                "cannot load {DEFAULT_MODEL_NAME} (written to '{}')",
+                dir.display()
+            )
+        })?;
+        return Ok((Box::new(processor), device));
     }
     let path = Path::new(model);
     let processor = DiffusionProcessor::load(path, settings, &device)
@@ -200,9 +210,9 @@ mod tests {
     }
 
     #[test]
-    fn unset_model_is_the_bicubic_baseline() {
+    fn unset_model_is_the_shipped_default() {
         let (p, _) = load_processor("", &ProcessorSettings::default()).unwrap();
-        assert_eq!(p.name(), "bicubic");
+        assert_ne!(p.name(), "bicubic");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! stream, one window through the model, and back.
 
 pub mod color_fix;
+pub mod default_model;
 pub mod diffusion;
 pub mod engine;
 pub mod format;
@@ -12,6 +13,7 @@ pub mod upscaler;
 pub mod window;
 
 pub use color_fix::ColorFix;
+pub use default_model::default_model_dir;
 pub use diffusion::{model_users, DiffusionProcessor, WindowStats};
 pub use engine::{OutputSize, UpscaleEngine};
 pub use format::{frame_to_rgb, rgb_to_frame, FrameLayout, PixelFormat, RgbFrame, YuvMatrix};

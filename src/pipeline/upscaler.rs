@@ -40,7 +40,7 @@ impl Upscaler {
         }
     }
 
-    /// Loads `model` (a checkpoint folder, or `bicubic`; "" is bicubic too) and
+    /// Loads `model` (a checkpoint folder, `bicubic`, or "" for the shipped default model) and
     /// builds an upscaler.
     pub fn load(
         model: &str,

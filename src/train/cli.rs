@@ -38,7 +38,7 @@ pub struct DataArgs {
     /// HR crop size in pixels (a multiple of 32).
     #[arg(long, default_value_t = 128)]
     pub crop: usize,
-    /// Degradation preset of the LR clips: realesrgan or mild.
+    /// Degradation preset of the LR clips: realesrgan, mild, or mixed (half each).
     #[arg(long, default_value = "realesrgan")]
     pub degrade: String,
 }
@@ -101,6 +101,19 @@ pub struct DenoiserArgs {
     /// Smallest noise level of flow-matching batches.
     #[arg(long, default_value_t = 0.0)]
     pub min_level: f64,
+    /// Step counts the trajectory objective trains, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = DenoiserTrainConfig::default().trajectory_steps)]
+    pub trajectory_steps: Vec<usize>,
+    /// Train only the weights whose names start with one of these prefixes (comma-separated;
+    /// e.g. `transformer_blocks.` keeps a condition start's input and output maps fixed).
+    #[arg(long, value_delimiter = ',')]
+    pub train_only: Vec<String>,
+    /// Probability of the noise augmentation of the condition.
+    #[arg(long, default_value_t = DenoiserTrainConfig::default().cond_aug)]
+    pub cond_aug: f64,
+    /// Steps of linear learning-rate warm-up.
+    #[arg(long, default_value_t = DenoiserTrainConfig::default().optim.warmup)]
+    pub warmup: usize,
     /// Write the complete model folder (vae/, transformer/, turbovsr.json) here at the end.
     #[arg(long)]
     pub export: Option<PathBuf>,
@@ -157,9 +170,29 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 init: a.init,
                 max_bootstrap_steps: a.max_bootstrap_steps,
                 min_level: a.min_level,
+                trajectory_steps: a.trajectory_steps.clone(),
+                trainable: a.train_only.clone(),
+                cond_aug: a.cond_aug,
                 ..DenoiserTrainConfig::default()
             };
+            if let Some(bad) = cfg
+                .trajectory_steps
+                .iter()
+                .find(|n| !crate::sample::schedule::VALID_STEPS.contains(n))
+            {
+                anyhow::bail!(
+                    "--trajectory-steps {bad} is not one of {:?}",
+                    crate::sample::schedule::VALID_STEPS
+                );
+            }
+            if !(0.0..=1.0).contains(&cfg.cond_aug) {
+                anyhow::bail!(
+                    "--cond-aug {} must be a probability in [0, 1]",
+                    cfg.cond_aug
+                );
+            }
             cfg.optim.lr = a.lr;
+            cfg.optim.warmup = a.warmup;
             let dn = train_denoiser(src.as_ref(), &vae, &run, &cfg, a.steps, say)?;
             if let Some(dir) = &a.export {
                 // the training crop in latents: the element's default tile

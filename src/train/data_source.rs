@@ -34,13 +34,46 @@ impl ClipSource for WallpaperSource {
     }
 }
 
+/// Clips from two sources by the parity of their seed: a batch's clips (consecutive seeds a
+/// fixed odd stride apart) alternate between them.
+pub struct MixedSource {
+    pub even: Box<dyn ClipSource>,
+    pub odd: Box<dyn ClipSource>,
+}
+
+impl ClipSource for MixedSource {
+    fn clip(&self, frames: usize, seed: u64) -> anyhow::Result<(Tensor, Tensor)> {
+        if seed % 2 == 0 {
+            self.even.clip(frames, seed)
+        } else {
+            self.odd.clip(frames, seed)
+        }
+    }
+
+    fn scale(&self) -> usize {
+        self.even.scale()
+    }
+
+    fn size(&self) -> (usize, usize) {
+        self.even.size()
+    }
+}
+
 /// The train split of the image set at `root`, cropped to `crop` x `crop`, degraded with the
-/// `degrade` preset (`realesrgan` or `mild`).
+/// `degrade` preset (`realesrgan` or `mild`), or `mixed`: half the clips each.
 pub fn open(root: &Path, crop: usize, degrade: &str) -> anyhow::Result<Box<dyn ClipSource>> {
     let degrade = match degrade {
         "realesrgan" => DegradeConfig::realesrgan(),
         "mild" => DegradeConfig::mild(),
-        other => bail!("unknown degradation preset {other:?} (expected realesrgan or mild)"),
+        "mixed" => {
+            return Ok(Box::new(MixedSource {
+                even: open(root, crop, "realesrgan")?,
+                odd: open(root, crop, "mild")?,
+            }))
+        }
+        other => {
+            bail!("unknown degradation preset {other:?} (expected realesrgan, mild or mixed)")
+        }
     };
     let set = ImageSet::open(root, Split::Train).map_err(|e| {
         e.context(format!(

@@ -34,12 +34,14 @@ use super::run::RunDir;
 use super::source::{step_seed, ClipSource, Normal};
 use crate::model::autograd::AutogradScope;
 use crate::model::transformer::{LtxTransformerConfig, RopePositions, TransformerInputs};
-use crate::model::turbovsr::denoiser::pack_latents;
+use crate::model::turbovsr::denoiser::{pack_latents, COND_EMBEDDER};
 use crate::model::turbovsr::test_model::{transformer_shapes, write_json};
 use crate::model::turbovsr::TurboVsrDenoiser;
 use crate::model::vae::AutoencoderKlLtxVideo;
 use crate::pipeline::resize::resize_bicubic;
-use crate::sample::schedule::{default_step_sizes, nearest_step_size, noise_levels};
+use crate::sample::schedule::{
+    default_step_sizes, nearest_step_size, noise_levels, plan, ShiftConfig,
+};
 
 /// Caption channels of the small model: it is trained caption-free (a zero prompt).
 pub const CAPTION_CHANNELS: usize = 8;
@@ -105,6 +107,12 @@ pub enum Objective {
     Shortcut,
     /// Flow matching on every batch (the ablation's baseline; no step-size embedder).
     Flow,
+    /// Fine-tuning on the sampler's own path: each batch runs the `n`-step schedule the element
+    /// runs (`n` drawn from `trajectory_steps`) from noise, without gradient, up to a random
+    /// step, and regresses the model's clean-latent prediction there (`x_s - s v`) on the true
+    /// HR latent, weighted per channel by the decoder's pixel gain. The last step's prediction
+    /// is the output, so the loss is the output's error at every step count trained.
+    Trajectory,
 }
 
 /// Settings of a denoiser run (stored in its checkpoint).
@@ -135,6 +143,16 @@ pub struct DenoiserTrainConfig {
     /// Smallest noise level a flow-matching batch draws (0: the whole range).
     #[serde(default)]
     pub min_level: f64,
+    /// Step counts the trajectory objective trains (drawn uniformly per batch).
+    #[serde(default = "default_trajectory_steps")]
+    pub trajectory_steps: Vec<usize>,
+    /// Name prefixes of the weights that train (empty: all); the others stay as initialised.
+    #[serde(default)]
+    pub trainable: Vec<String>,
+}
+
+fn default_trajectory_steps() -> Vec<usize> {
+    vec![1, 2, 4]
 }
 
 /// Starting weights of a denoiser run.
@@ -147,6 +165,9 @@ pub enum DenoiserInit {
     /// [`condition_start`]: the velocity starts at `x_s - condition`, so that one step from
     /// noise returns the condition (the bicubic-upscaled input's latent).
     Condition,
+    /// [`condition_start`] with the condition's per-token map fitted by least squares
+    /// ([`fit_condition_map`]): the model starts as the best linear restoration within a token.
+    Regression,
 }
 
 impl Default for DenoiserTrainConfig {
@@ -170,6 +191,8 @@ impl Default for DenoiserTrainConfig {
             checkpoint_every: 50,
             init: DenoiserInit::Zero,
             min_level: 0.0,
+            trajectory_steps: default_trajectory_steps(),
+            trainable: Vec::new(),
         }
     }
 }
@@ -218,10 +241,11 @@ impl TrainableDenoiser {
 /// - the final LayerNorm divides by a near-constant (`beta` again) and `proj_out`, `W^T` times
 ///   the inverse of that constant, maps back;
 /// - the final modulation table and the step-size embedder's last layer start at zero, the
-///   timestep embedder's last layer is fitted so that the final scale is `1/s` (below).
+///   timestep embedder's last layer is fitted so that the final scale is `1/s` (below), and
+///   the blocks' modulation map from it starts at zero.
 ///
 /// Exact up to LayerNorm's per-token gain (a few percent) and the fit of the timestep gain.
-pub fn condition_start(dn: &TrainableDenoiser, seed: u64) -> anyhow::Result<()> {
+pub fn condition_start(dn: &TrainableDenoiser, seed: u64, shift: f64) -> anyhow::Result<()> {
     let d = dn.config.inner_dim();
     let c = dn.config.in_channels;
     if c + 2 > d {
@@ -270,11 +294,11 @@ pub fn condition_start(dn: &TrainableDenoiser, seed: u64) -> anyhow::Result<()> 
     set("proj_in.weight", mat(d, c, &|i, j| w[j][i])?)?;
     set("proj_in.bias", Tensor::from_vec(bias.clone(), d, &dev)?)?;
     set(
-        &format!("{}.weight", crate::model::turbovsr::denoiser::COND_EMBEDDER),
+        &format!("{}.weight", COND_EMBEDDER),
         mat(d, c, &|i, j| -w[j][i])?,
     )?;
     set(
-        &format!("{}.bias", crate::model::turbovsr::denoiser::COND_EMBEDDER),
+        &format!("{}.bias", COND_EMBEDDER),
         Tensor::from_vec(bias, d, &dev)?,
     )?;
     set("proj_out.weight", mat(c, d, &|i, j| gain * w[i][j])?)?;
@@ -282,6 +306,12 @@ pub fn condition_start(dn: &TrainableDenoiser, seed: u64) -> anyhow::Result<()> 
     zero("scale_shift_table")?;
     for p in ["weight", "bias"] {
         zero(&format!("time_embed.emb.step_embedder.linear_2.{p}"))?;
+        // The blocks' modulation from the timestep embedding: that embedding is large here
+        // (`1/s - 1` in every channel, below), so a random map would make every block's scale,
+        // shift and gate swing with the noise level. At zero the blocks see only their own
+        // tables: what they learn adds to the clean-latent prediction `x_s - s v` alike at
+        // every noise level (the final gain `1/s` and the step's `s` cancel).
+        zero(&format!("time_embed.linear.{p}"))?;
     }
     // The timestep embedding is added to the final LayerNorm's scale (and shift, which proj_out
     // cancels: the ones direction is outside W). Its last layer is fitted, every output
@@ -298,7 +328,15 @@ pub fn condition_start(dn: &TrainableDenoiser, seed: u64) -> anyhow::Result<()> 
         "time_embed.emb.timestep_embedder.linear_1.bias",
         what,
     )?;
-    let grid: Vec<f64> = (0..400).map(|i| 0.02 + 0.98 * i as f64 / 399.0).collect();
+    // A dense grid, and the levels the sampler visits with this shift weighted 50 times each:
+    // there the fit is close to exact (at s = 1, where the input is all noise, an error of the
+    // gain leaves that much of the noise in the prediction).
+    let mut grid: Vec<f64> = (0..400).map(|i| 0.02 + 0.98 * i as f64 / 399.0).collect();
+    for n in crate::sample::schedule::VALID_STEPS {
+        for &level in &noise_levels(n, shift)[..n] {
+            grid.extend(std::iter::repeat_n(level, 50));
+        }
+    }
     let ts: Vec<f32> = grid.iter().map(|&s| (1000.0 * s) as f32).collect();
     let proj = crate::model::transformer::embeddings::timestep_sinusoids(
         &ts,
@@ -346,37 +384,137 @@ fn least_squares(x: &[Vec<f32>], y: &[f64]) -> anyhow::Result<Vec<f64>> {
             }
         }
     }
+    solve_normal_equations(a, b, k, 1, 1e-8)
+}
+
+/// Solves `(A + ridge tr(A)/k I) C = B` for the `k x k` Gram matrix `A` and `k x m` right-hand
+/// sides `B` (row-major) by Gaussian elimination with partial pivoting; returns `C` (`k x m`).
+pub(crate) fn solve_normal_equations(
+    mut a: Vec<f64>,
+    mut b: Vec<f64>,
+    k: usize,
+    m: usize,
+    ridge: f64,
+) -> anyhow::Result<Vec<f64>> {
     let trace: f64 = (0..k).map(|i| a[i * k + i]).sum();
     for i in 0..k {
-        a[i * k + i] += 1e-8 * trace / k as f64;
+        a[i * k + i] += ridge * trace / k as f64;
     }
     for col in 0..k {
         let piv = (col..k)
             .max_by(|&i, &j| a[i * k + col].abs().total_cmp(&a[j * k + col].abs()))
             .unwrap_or(col);
         if a[piv * k + col].abs() < 1e-300 {
-            anyhow::bail!("condition start: singular timestep fit");
+            anyhow::bail!("least squares: singular normal equations (column {col} of {k})");
         }
         if piv != col {
             for j in 0..k {
                 a.swap(piv * k + j, col * k + j);
             }
-            b.swap(piv, col);
+            for j in 0..m {
+                b.swap(piv * m + j, col * m + j);
+            }
         }
         for i in col + 1..k {
-            let m = a[i * k + col] / a[col * k + col];
+            let f = a[i * k + col] / a[col * k + col];
             for j in col..k {
-                a[i * k + j] -= m * a[col * k + j];
+                a[i * k + j] -= f * a[col * k + j];
             }
-            b[i] -= m * b[col];
+            for j in 0..m {
+                b[i * m + j] -= f * b[col * m + j];
+            }
         }
     }
-    let mut c = vec![0f64; k];
+    let mut c = vec![0f64; k * m];
     for i in (0..k).rev() {
-        let rest: f64 = (i + 1..k).map(|j| a[i * k + j] * c[j]).sum();
-        c[i] = (b[i] - rest) / a[i * k + i];
+        for j in 0..m {
+            let rest: f64 = (i + 1..k).map(|l| a[i * k + l] * c[l * m + j]).sum();
+            c[i * m + j] = (b[i * m + j] - rest) / a[i * k + i];
+        }
     }
     Ok(c)
+}
+
+/// Batches (alternately single frames and `frames`-frame clips) the condition map is fitted on.
+pub const FIT_BATCHES: usize = 32;
+
+/// After [`condition_start`]: replaces the identity on the condition by the per-token affine map
+/// `M c + m` that best predicts the clean HR tokens from the condition's (least squares over
+/// [`FIT_BATCHES`] training batches, without the condition's noise augmentation), written into
+/// `cond_embedder`: every schedule then returns `M cond + m` instead of `cond`. A token is an
+/// 8x8-pixel patch, so this is the best linear restoration of the bicubic upscale within a
+/// token (deblurring and denoising it); the blocks learn the rest. Returns the in-sample
+/// squared error of the fit relative to the identity's.
+pub fn fit_condition_map(
+    dn: &TrainableDenoiser,
+    vae: &AutoencoderKlLtxVideo,
+    source: &dyn ClipSource,
+    cfg: &DenoiserTrainConfig,
+) -> anyhow::Result<f64> {
+    let ct = dn.config.in_channels;
+    let k = ct + 1;
+    let dev = Device::Cpu;
+    let mut xtx = Tensor::zeros((k, k), DType::F64, &dev)?;
+    let mut xty = Tensor::zeros((k, ct), DType::F64, &dev)?;
+    let (mut yy, mut identity_err) = (0f64, 0f64);
+    for i in 0..FIT_BATCHES {
+        let frames = if i % 2 == 0 { 1 } else { cfg.frames };
+        let seed = step_seed(cfg.seed ^ 0xF17_5EED, i);
+        let (x0, cond) = encode_batch(vae, source, cfg.batch, frames, seed)?;
+        let rows = |z: &Tensor| -> anyhow::Result<Tensor> {
+            Ok(pack_latents(z, PATCH, 1)?
+                .reshape(((), ct))?
+                .to_dtype(DType::F64)?)
+        };
+        let (y, c) = (rows(&x0)?, rows(&cond)?);
+        let x = Tensor::cat(&[&c, &Tensor::ones((c.dim(0)?, 1), DType::F64, &dev)?], 1)?;
+        xtx = (xtx + x.t()?.matmul(&x)?)?;
+        xty = (xty + x.t()?.matmul(&y)?)?;
+        yy += y.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        identity_err += (&y - &c)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+    }
+    let a: Vec<f64> = xtx.flatten_all()?.to_vec1()?;
+    let b: Vec<f64> = xty.flatten_all()?.to_vec1()?;
+    let coef = solve_normal_equations(a, b, k, ct, 1e-6)?;
+    let coef_t = Tensor::from_vec(coef, (k, ct), &dev)?;
+    // in-sample error of the fit: |y|^2 - 2 tr(C^T X^T Y) + tr(C^T X^T X C)
+    let fit_err = yy - 2.0 * (&coef_t * &xty)?.sum_all()?.to_scalar::<f64>()?
+        + (xtx.matmul(&coef_t)? * &coef_t)?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+    // y = c C[..ct] + C[ct]: M = C[..ct]^T, m = C[ct]
+    let coef_t = coef_t.to_dtype(DType::F32)?;
+    let map = coef_t.narrow(0, 0, ct)?.t()?;
+    let offset = coef_t.narrow(0, ct, 1)?.flatten_all()?;
+    set_condition_map(dn, &map, &offset)?;
+    Ok(fit_err / identity_err.max(f64::MIN_POSITIVE))
+}
+
+/// After [`condition_start`]: makes every schedule return `map cond + offset` instead of `cond`
+/// (`map` (C, C), `offset` (C,), on packed tokens): `cond_embedder`, `-W` there, becomes
+/// `-W map` and its bias gains `-W offset`.
+pub fn set_condition_map(
+    dn: &TrainableDenoiser,
+    map: &Tensor,
+    offset: &Tensor,
+) -> anyhow::Result<()> {
+    let vars = params::sorted_vars(&dn.varmap)?;
+    let what = "condition map: the denoiser";
+    let w = params::named(&vars, &format!("{COND_EMBEDDER}.weight"), what)?;
+    let bias = params::named(&vars, &format!("{COND_EMBEDDER}.bias"), what)?;
+    let w_old = w.as_tensor().clone();
+    let ct = w_old.dim(1)?;
+    if map.dims() != [ct, ct] || offset.dims() != [ct] {
+        anyhow::bail!(
+            "condition map: expected a ({ct}, {ct}) map and ({ct},) offset, got {:?} and {:?}",
+            map.dims(),
+            offset.dims()
+        );
+    }
+    let new_bias = (bias.as_tensor() + w_old.matmul(&offset.reshape((ct, 1))?)?.flatten_all()?)?;
+    w.set(&w_old.matmul(map)?)?;
+    bias.set(&new_bias)?;
+    Ok(())
 }
 
 /// One training batch in normalized latents: `x0` (clean HR) and `cond` (the LR clip,
@@ -454,6 +592,17 @@ pub struct StepReport {
     pub grad_norm: f64,
 }
 
+impl StepReport {
+    /// The loss this step trained, for the log.
+    fn kind(&self, objective: Objective) -> &'static str {
+        match objective {
+            Objective::Trajectory => "trajectory",
+            _ if self.shortcut => "shortcut",
+            _ => "flow",
+        }
+    }
+}
+
 /// Builds one step's loss and updates the weights.
 fn train_step(
     dn: &TrainableDenoiser,
@@ -462,6 +611,7 @@ fn train_step(
     cfg: &DenoiserTrainConfig,
     opt: &mut AdamW,
     step: usize,
+    gains: Option<&Tensor>,
 ) -> anyhow::Result<StepReport> {
     let seed = step_seed(cfg.seed, step);
     let mut rng = Normal::new(seed ^ 0xD1FF);
@@ -508,6 +658,30 @@ fn train_step(
         m[..first].fill(0.0);
         Tensor::from_vec(m, (1, n, 1), &Device::Cpu)?
     };
+    if cfg.objective == Objective::Trajectory {
+        let gains = gains.context("the trajectory objective needs the decoder's channel gains")?;
+        // packed (c, p, p) order: each channel's gain on its p x p values
+        let weights = gains
+            .reshape((gains.dim(0)?, 1))?
+            .repeat((1, p * p))?
+            .flatten_all()?;
+        let traj = Trajectory {
+            bound: &bound,
+            x0: &x0,
+            eps: &eps,
+            noisy_mask: &noisy_mask,
+            first,
+            weights: &weights,
+        };
+        let (loss, grads) = traj.loss(cfg, &mut rng)?;
+        let grad_norm = opt.update(&grads)?;
+        return Ok(StepReport {
+            loss,
+            shortcut: false,
+            frames,
+            grad_norm,
+        });
+    }
     let shortcut = cfg.objective == Objective::Shortcut && step % 2 == 1;
     let d_min = cfg.step_sizes.iter().copied().fold(1.0, f64::min);
     let nearest = |d: f64| nearest_step_size(d, &cfg.step_sizes).unwrap_or(d);
@@ -558,6 +732,83 @@ fn train_step(
     })
 }
 
+/// One batch of [`Objective::Trajectory`].
+struct Trajectory<'a> {
+    bound: &'a Bound<'a>,
+    /// Packed clean latents (b, n, c) and the noise the path starts from.
+    x0: &'a Tensor,
+    eps: &'a Tensor,
+    /// (1, n, 1): 0 on the clean first frame's tokens.
+    noisy_mask: &'a Tensor,
+    first: usize,
+    /// (c,) loss weight of each packed channel.
+    weights: &'a Tensor,
+}
+
+impl Trajectory<'_> {
+    /// The weighted squared error of the clean-latent prediction at a random step of a random
+    /// step count's schedule, and its gradients.
+    fn loss(
+        &self,
+        cfg: &DenoiserTrainConfig,
+        rng: &mut Normal,
+    ) -> anyhow::Result<(f32, candle_core::backprop::GradStore)> {
+        let (b, n, c) = self.x0.dims3()?;
+        let counts = &cfg.trajectory_steps;
+        if counts.is_empty() {
+            anyhow::bail!("the trajectory objective needs at least one step count");
+        }
+        let steps_n =
+            counts[((rng.uniform() * counts.len() as f64) as usize).min(counts.len() - 1)];
+        let schedule = plan(steps_n, n, &ShiftConfig::Fixed(cfg.shift), &cfg.step_sizes)?;
+        let at = ((rng.uniform() * steps_n as f64) as usize).min(steps_n - 1);
+        // the path up to step `at`, as the sampler runs it (fast kernels, no gradient)
+        let mut x = noisy(self.x0, self.eps, &vec![1.0; b], self.noisy_mask)?;
+        for st in &schedule[..at] {
+            let ts = timesteps(&vec![st.s; b], n, self.first)?;
+            let v = self.bound.velocity(&x, &ts, st.d_model)?.detach();
+            x = (&x - v.broadcast_mul(self.noisy_mask)?.affine(st.d, 0.0)?)?;
+        }
+        let st = schedule[at];
+        let ts = timesteps(&vec![st.s; b], n, self.first)?;
+        let _scope = AutogradScope::enter();
+        let v = self.bound.velocity(&x, &ts, st.d_model)?;
+        let x0_pred = (&x - v.affine(st.s, 0.0)?)?;
+        let err = (x0_pred - self.x0)?
+            .broadcast_mul(self.noisy_mask)?
+            .sqr()?
+            .broadcast_mul(&self.weights.reshape((1, 1, c))?)?;
+        let loss = (err.sum_all()? / (b * (n - self.first) * c) as f64)?;
+        let grads = loss.backward()?;
+        Ok((loss.to_scalar::<f32>()?, grads))
+    }
+}
+
+/// The pixel energy a unit change of each normalized latent channel makes through the decoder
+/// (finite difference at the latent mean, one latent position), scaled to mean 1: the weights
+/// that make a latent-space squared error approximate the pixel-space one.
+pub fn decoder_channel_gains(vae: &AutoencoderKlLtxVideo) -> anyhow::Result<Tensor> {
+    let c = vae.config().latent_channels;
+    let (k, delta) = (3usize, 0.5f64);
+    let at_mean = Tensor::zeros((1, c, 1, k, k), DType::F32, &Device::Cpu)?;
+    let base = vae.decode(&vae.denormalize_latents(&at_mean)?, None)?;
+    let mut gains = Vec::with_capacity(c);
+    for ch in 0..c {
+        let mut v = vec![0f32; c * k * k];
+        v[ch * k * k + k * k / 2] = delta as f32; // the centre position
+        let z = Tensor::from_vec(v, (1, c, 1, k, k), &Device::Cpu)?;
+        let out = vae.decode(&vae.denormalize_latents(&z)?, None)?;
+        let e = (out - &base)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        gains.push(e / (delta * delta));
+    }
+    let mean = gains.iter().sum::<f64>() / c as f64;
+    if !(mean > 0.0 && mean.is_finite()) {
+        anyhow::bail!("the VAE decoder's channel gains are degenerate (mean {mean})");
+    }
+    let gains: Vec<f32> = gains.iter().map(|g| (g / mean) as f32).collect();
+    Ok(Tensor::from_vec(gains, c, &Device::Cpu)?)
+}
+
 /// `x_s = (1 - s) x0 + s eps` on the noisy tokens, `x0` on the clean ones.
 fn noisy(x0: &Tensor, eps: &Tensor, s: &[f64], noisy_mask: &Tensor) -> candle_core::Result<Tensor> {
     let b = s.len();
@@ -591,34 +842,54 @@ pub fn train_denoiser(
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<TrainableDenoiser> {
     let latent_channels = vae.config().latent_channels;
-    let dn = TrainableDenoiser::new(
-        latent_channels,
-        cfg.objective == Objective::Shortcut,
-        cfg.seed,
-    )?;
-    let mut opt = AdamW::new(params::sorted_vars(&dn.varmap)?, cfg.optim)?;
+    let dn = TrainableDenoiser::new(latent_channels, cfg.objective != Objective::Flow, cfg.seed)?;
+    let vars: Vec<_> = params::sorted_vars(&dn.varmap)?
+        .into_iter()
+        .filter(|(name, _)| {
+            cfg.trainable.is_empty() || cfg.trainable.iter().any(|p| name.starts_with(p.as_str()))
+        })
+        .collect();
+    if vars.is_empty() {
+        anyhow::bail!(
+            "no denoiser weight name starts with any of {:?} (trainable prefixes)",
+            cfg.trainable
+        );
+    }
+    let mut opt = AdamW::new(vars, cfg.optim)?;
     let settings = json!({"kind": "denoiser", "config": cfg, "transformer": dn.config_json,
                           "size": source.size(), "scale": source.scale()});
     let start = run.resume(&dn.varmap, &mut opt, &settings)?;
     if start > 0 {
         progress(&format!("resuming from step {start}"));
-    } else if cfg.init == DenoiserInit::Condition {
-        condition_start(&dn, cfg.seed)?;
+    } else if cfg.init != DenoiserInit::Zero {
+        condition_start(&dn, cfg.seed, cfg.shift)?;
+        if cfg.init == DenoiserInit::Regression {
+            let rel = fit_condition_map(&dn, vae, source, cfg)?;
+            progress(&format!(
+                "condition map fitted on {FIT_BATCHES} batches: squared error {:.1} % of the \
+                 identity's (in sample)",
+                100.0 * rel
+            ));
+        }
     }
     progress(&format!(
         "denoiser: {} parameters, objective {:?}",
         params::count(&dn.varmap),
         cfg.objective
     ));
+    let gains = match cfg.objective {
+        Objective::Trajectory => Some(decoder_channel_gains(vae)?),
+        _ => None,
+    };
     let t0 = Instant::now();
     for step in start..steps {
-        let r = train_step(&dn, vae, source, cfg, &mut opt, step)?;
+        let r = train_step(&dn, vae, source, cfg, &mut opt, step, gains.as_ref())?;
         run.log(
             "step,objective,frames,loss,grad_norm,lr,seconds",
             &format!(
                 "{},{},{},{:.6},{:.4},{:.2e},{:.1}",
                 step + 1,
-                if r.shortcut { "shortcut" } else { "flow" },
+                r.kind(cfg.objective),
                 r.frames,
                 r.loss,
                 r.grad_norm,
@@ -630,7 +901,7 @@ pub fn train_denoiser(
             progress(&format!(
                 "step {}/{steps} {} loss {:.4} |g| {:.3} ({:.2} s/step)",
                 step + 1,
-                if r.shortcut { "shortcut" } else { "flow" },
+                r.kind(cfg.objective),
                 r.loss,
                 r.grad_norm,
                 t0.elapsed().as_secs_f64() / (step + 1 - start) as f64
@@ -681,7 +952,7 @@ pub fn export_model(
         "frame_rate": FRAME_RATE,
         "tile": tile,
     });
-    if cfg.objective == Objective::Shortcut {
+    if cfg.objective != Objective::Flow {
         config["step_sizes"] = json!(cfg.step_sizes);
     }
     write_json(

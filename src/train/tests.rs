@@ -246,7 +246,7 @@ fn condition_start_returns_the_condition_in_one_step() -> anyhow::Result<()> {
     use super::denoiser::{condition_start, TrainableDenoiser};
     use crate::model::transformer::{RopePositions, TransformerInputs};
     let dn = TrainableDenoiser::new(8, true, 0)?;
-    condition_start(&dn, 0)?;
+    condition_start(&dn, 0, DenoiserTrainConfig::default().shift)?;
     let (b, n) = (2, 2 * 3 * 4);
     let x1 = Tensor::randn(0f32, 1.0, (b, n, 32), &Device::Cpu)?;
     let cond = Tensor::randn(0f32, 1.0, (b, n, 32), &Device::Cpu)?;
@@ -272,5 +272,70 @@ fn condition_start_returns_the_condition_in_one_step() -> anyhow::Result<()> {
     let signal = cond.sqr()?.mean_all()?.to_scalar::<f32>()?;
     // a few percent of per-token gain error, nothing like the unit-variance noise
     assert!(err < 0.05 * signal, "error {err}, condition power {signal}");
+    Ok(())
+}
+
+/// The regression start's pieces: the normal-equation solver recovers a known affine map, and
+/// after `set_condition_map` one step from noise returns `map cond + offset` (the condition
+/// start's few percent of gain error aside).
+#[test]
+fn condition_map_is_solved_and_returned_in_one_step() -> anyhow::Result<()> {
+    use super::denoiser::{
+        condition_start, set_condition_map, solve_normal_equations, TrainableDenoiser,
+    };
+    use crate::model::transformer::{RopePositions, TransformerInputs};
+    // y = x A + a from 200 noise-free rows of 3 features: the solution is exact
+    let (k, m, rows) = (4, 2, 200);
+    let a_true = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5, 0.1, -0.2]; // (k, m), last row the offset
+    let x = Tensor::randn(0f64, 1.0, (rows, k - 1), &Device::Cpu)?;
+    let x = Tensor::cat(
+        &[&x, &Tensor::ones((rows, 1), DType::F64, &Device::Cpu)?],
+        1,
+    )?;
+    let y = x.matmul(&Tensor::from_vec(a_true.to_vec(), (k, m), &Device::Cpu)?)?;
+    let xtx: Vec<f64> = x.t()?.matmul(&x)?.flatten_all()?.to_vec1()?;
+    let xty: Vec<f64> = x.t()?.matmul(&y)?.flatten_all()?.to_vec1()?;
+    let c = solve_normal_equations(xtx, xty, k, m, 1e-12)?;
+    for (got, want) in c.iter().zip(a_true) {
+        assert!((got - want).abs() < 1e-6, "{c:?} vs {a_true:?}");
+    }
+
+    let dn = TrainableDenoiser::new(8, true, 0)?;
+    condition_start(&dn, 0, DenoiserTrainConfig::default().shift)?;
+    let ct = 32;
+    let map = ((Tensor::eye(ct, DType::F32, &Device::Cpu)? * 0.5)?
+        + (Tensor::randn(0f32, 0.05, (ct, ct), &Device::Cpu)?))?;
+    let offset = Tensor::randn(0f32, 0.3, ct, &Device::Cpu)?;
+    set_condition_map(&dn, &map, &offset)?;
+    assert!(set_condition_map(&dn, &offset.reshape((ct, 1))?, &offset).is_err());
+    let (b, n) = (2, 2 * 3 * 4);
+    let x1 = Tensor::randn(0f32, 1.0, (b, n, ct), &Device::Cpu)?;
+    let cond = Tensor::randn(0f32, 1.0, (b, n, ct), &Device::Cpu)?;
+    let prompt = Tensor::zeros(
+        (b, 1, super::denoiser::CAPTION_CHANNELS),
+        DType::F32,
+        &Device::Cpu,
+    )?;
+    let t = Tensor::full(1000f32, (b, n), &Device::Cpu)?;
+    let inputs = TransformerInputs {
+        hidden_states: &x1,
+        encoder_hidden_states: &prompt,
+        timestep: &t,
+        encoder_attention_mask: None,
+        video_shape: (2, 3, 4),
+        positions: RopePositions::Grid {
+            rope_interpolation_scale: Some([0.04, 4.0, 4.0]),
+        },
+    };
+    let out = (&x1 - dn.model.forward(&inputs, &cond, 1.0)?)?;
+    let want = cond.broadcast_matmul(&map.t()?)?.broadcast_add(&offset)?;
+    let err = (&out - &want)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
+    let signal = want.sqr()?.mean_all()?.to_scalar::<f32>()?;
+    let moved = (&want - &cond)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
+    assert!(err < 0.05 * signal, "error {err}, target power {signal}");
+    assert!(
+        err < 0.1 * moved,
+        "error {err} against the map's own change {moved}"
+    );
     Ok(())
 }
