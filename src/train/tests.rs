@@ -239,17 +239,15 @@ fn ddpm_augmentation_schedule() {
     }
 }
 
-/// The condition start: before any step, one Euler step of size 1 from noise returns the
-/// condition (the velocity is `x_1 - cond` up to LayerNorm's per-token gain).
-#[test]
-fn condition_start_returns_the_condition_in_one_step() -> anyhow::Result<()> {
-    use super::denoiser::{condition_start, TrainableDenoiser};
+/// One Euler step of size 1 from noise `x1` (b, 24, C) on a (2, 3, 4) token grid, conditioned
+/// on `cond`: the clean latent the sampler's 1-step schedule returns.
+fn one_step_from_noise(
+    dn: &super::denoiser::TrainableDenoiser,
+    x1: &Tensor,
+    cond: &Tensor,
+) -> anyhow::Result<Tensor> {
     use crate::model::transformer::{RopePositions, TransformerInputs};
-    let dn = TrainableDenoiser::new(8, true, 0)?;
-    condition_start(&dn, 0, DenoiserTrainConfig::default().shift)?;
-    let (b, n) = (2, 2 * 3 * 4);
-    let x1 = Tensor::randn(0f32, 1.0, (b, n, 32), &Device::Cpu)?;
-    let cond = Tensor::randn(0f32, 1.0, (b, n, 32), &Device::Cpu)?;
+    let (b, n, _) = x1.dims3()?;
     let prompt = Tensor::zeros(
         (b, 1, super::denoiser::CAPTION_CHANNELS),
         DType::F32,
@@ -257,7 +255,7 @@ fn condition_start_returns_the_condition_in_one_step() -> anyhow::Result<()> {
     )?;
     let t = Tensor::full(1000f32, (b, n), &Device::Cpu)?;
     let inputs = TransformerInputs {
-        hidden_states: &x1,
+        hidden_states: x1,
         encoder_hidden_states: &prompt,
         timestep: &t,
         encoder_attention_mask: None,
@@ -266,8 +264,20 @@ fn condition_start_returns_the_condition_in_one_step() -> anyhow::Result<()> {
             rope_interpolation_scale: Some([0.04, 4.0, 4.0]),
         },
     };
-    let v = dn.model.forward(&inputs, &cond, 1.0)?;
-    let x0 = (&x1 - &v)?;
+    Ok((x1 - dn.model.forward(&inputs, cond, 1.0)?)?)
+}
+
+/// The condition start: before any step, one Euler step of size 1 from noise returns the
+/// condition (the velocity is `x_1 - cond` up to LayerNorm's per-token gain).
+#[test]
+fn condition_start_returns_the_condition_in_one_step() -> anyhow::Result<()> {
+    use super::denoiser::{condition_start, TrainableDenoiser};
+    let dn = TrainableDenoiser::new(8, true, 0)?;
+    condition_start(&dn, 0, DenoiserTrainConfig::default().shift)?;
+    let (b, n) = (2, 2 * 3 * 4);
+    let x1 = Tensor::randn(0f32, 1.0, (b, n, 32), &Device::Cpu)?;
+    let cond = Tensor::randn(0f32, 1.0, (b, n, 32), &Device::Cpu)?;
+    let x0 = one_step_from_noise(&dn, &x1, &cond)?;
     let err = (&x0 - &cond)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
     let signal = cond.sqr()?.mean_all()?.to_scalar::<f32>()?;
     // a few percent of per-token gain error, nothing like the unit-variance noise
@@ -283,7 +293,6 @@ fn condition_map_is_solved_and_returned_in_one_step() -> anyhow::Result<()> {
     use super::denoiser::{
         condition_start, set_condition_map, solve_normal_equations, TrainableDenoiser,
     };
-    use crate::model::transformer::{RopePositions, TransformerInputs};
     // y = x A + a from 200 noise-free rows of 3 features: the solution is exact
     let (k, m, rows) = (4, 2, 200);
     let a_true = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5, 0.1, -0.2]; // (k, m), last row the offset
@@ -311,23 +320,7 @@ fn condition_map_is_solved_and_returned_in_one_step() -> anyhow::Result<()> {
     let (b, n) = (2, 2 * 3 * 4);
     let x1 = Tensor::randn(0f32, 1.0, (b, n, ct), &Device::Cpu)?;
     let cond = Tensor::randn(0f32, 1.0, (b, n, ct), &Device::Cpu)?;
-    let prompt = Tensor::zeros(
-        (b, 1, super::denoiser::CAPTION_CHANNELS),
-        DType::F32,
-        &Device::Cpu,
-    )?;
-    let t = Tensor::full(1000f32, (b, n), &Device::Cpu)?;
-    let inputs = TransformerInputs {
-        hidden_states: &x1,
-        encoder_hidden_states: &prompt,
-        timestep: &t,
-        encoder_attention_mask: None,
-        video_shape: (2, 3, 4),
-        positions: RopePositions::Grid {
-            rope_interpolation_scale: Some([0.04, 4.0, 4.0]),
-        },
-    };
-    let out = (&x1 - dn.model.forward(&inputs, &cond, 1.0)?)?;
+    let out = one_step_from_noise(&dn, &x1, &cond)?;
     let want = cond.broadcast_matmul(&map.t()?)?.broadcast_add(&offset)?;
     let err = (&out - &want)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
     let signal = want.sqr()?.mean_all()?.to_scalar::<f32>()?;
