@@ -332,3 +332,69 @@ fn condition_map_is_solved_and_returned_in_one_step() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The trajectory objective from the regression start with `trainable` limited to the blocks:
+/// the blocks move, every other weight keeps its start value (the fitted condition map among
+/// them), the log names the objective, and a prefix that matches nothing is refused.
+#[test]
+fn trajectory_fine_tuning_trains_only_the_named_weights() -> anyhow::Result<()> {
+    use super::denoiser::DenoiserInit;
+    let dir = tmp("trajectory");
+    let vae_run = RunDir::create(&dir.join("vae-run"))?;
+    let vae = train_vae(&source(), &vae_run, &vae_cfg(1000), 1, |_| {})?;
+    let cfg = DenoiserTrainConfig {
+        init: DenoiserInit::Regression,
+        trainable: vec!["transformer_blocks.".into()],
+        ..dn_cfg(Objective::Trajectory)
+    };
+    let start = train_denoiser(
+        &source(),
+        &vae.vae,
+        &RunDir::create(&dir.join("start"))?,
+        &cfg,
+        0,
+        |_| {},
+    )?;
+    let run = RunDir::create(&dir.join("run"))?;
+    let tuned = train_denoiser(&source(), &vae.vae, &run, &cfg, 3, |_| {})?;
+    let mut moved = 0;
+    for ((name, a), (_, b)) in weights(&start.varmap).iter().zip(weights(&tuned.varmap)) {
+        let d = a
+            .iter()
+            .zip(&b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        if name.starts_with("transformer_blocks.") {
+            moved += usize::from(d > 0.0);
+        } else {
+            assert_eq!(d, 0.0, "{name} is not trainable but changed by {d}");
+        }
+    }
+    assert!(moved > 0, "no block weight moved");
+    let log = std::fs::read_to_string(run.log_path())?;
+    assert_eq!(
+        log.lines()
+            .skip(1)
+            .filter(|l| l.contains(",trajectory,"))
+            .count(),
+        3,
+        "{log}"
+    );
+    let bad = DenoiserTrainConfig {
+        trainable: vec!["no_such_weight".into()],
+        ..cfg
+    };
+    let err = train_denoiser(
+        &source(),
+        &vae.vae,
+        &RunDir::create(&dir.join("bad"))?,
+        &bad,
+        1,
+        |_| {},
+    )
+    .err()
+    .expect("a prefix matching no weight must be refused");
+    assert!(format!("{err:#}").contains("no_such_weight"), "{err:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
