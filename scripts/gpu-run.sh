@@ -5,6 +5,7 @@
 # toolchain or network is needed there.
 #
 #   scripts/gpu-run.sh BINARY|BUNDLE.tar.xz [LOG_DIR]      (log in LOG_DIR/gpu.log; default $OUT, else out/gpu)
+#   BENCH_RUNS=N   later windows timed per steps value (default 2; 1 fits a short device budget)
 #
 # 1. the parity fixtures on CUDA against the CPU: f32 within 1e-3, bf16 within 2e-2;
 # 2. the `ltx-2b` test model (random weights with LTX-Video 2B's shapes);
