@@ -659,19 +659,15 @@ fn train_step(
         Tensor::from_vec(m, (1, n, 1), &Device::Cpu)?
     };
     if cfg.objective == Objective::Trajectory {
-        let gains = gains.context("the trajectory objective needs the decoder's channel gains")?;
-        // packed (c, p, p) order: each channel's gain on its p x p values
-        let weights = gains
-            .reshape((gains.dim(0)?, 1))?
-            .repeat((1, p * p))?
-            .flatten_all()?;
+        let weights =
+            gains.context("the trajectory objective needs the decoder's channel gains")?;
         let traj = Trajectory {
             bound: &bound,
             x0: &x0,
             eps: &eps,
             noisy_mask: &noisy_mask,
             first,
-            weights: &weights,
+            weights,
         };
         let (loss, grads) = traj.loss(cfg, &mut rng)?;
         let grad_norm = opt.update(&grads)?;
@@ -877,8 +873,17 @@ pub fn train_denoiser(
         params::count(&dn.varmap),
         cfg.objective
     ));
+    // the trajectory loss's weights in packed (c, p, p) order: each channel's gain on its p x p
+    // values
     let gains = match cfg.objective {
-        Objective::Trajectory => Some(decoder_channel_gains(vae)?),
+        Objective::Trajectory => {
+            let g = decoder_channel_gains(vae)?;
+            Some(
+                g.reshape((g.dim(0)?, 1))?
+                    .repeat((1, PATCH * PATCH))?
+                    .flatten_all()?,
+            )
+        }
         _ => None,
     };
     let t0 = Instant::now();

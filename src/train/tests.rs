@@ -103,11 +103,7 @@ fn denoiser_run_resumes_exactly() -> anyhow::Result<()> {
     let (wa, wb) = (weights(&a.varmap), weights(&b.varmap));
     assert_eq!(wa.len(), wb.len());
     for ((name, x), (_, y)) in wa.iter().zip(&wb) {
-        let d = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+        let d = max_abs_diff(x, y);
         assert!(d <= 1e-6, "{name} differs by {d} after resuming");
     }
     // the log has one line per step, none repeated by the resumed run
@@ -225,6 +221,13 @@ fn gradients_reach_every_denoiser_weight() -> anyhow::Result<()> {
     }
     assert!(missing.is_empty(), "no gradient for {missing:?}");
     Ok(())
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max)
 }
 
 #[test]
@@ -359,11 +362,7 @@ fn trajectory_fine_tuning_trains_only_the_named_weights() -> anyhow::Result<()> 
     let tuned = train_denoiser(&source(), &vae.vae, &run, &cfg, 3, |_| {})?;
     let mut moved = 0;
     for ((name, a), (_, b)) in weights(&start.varmap).iter().zip(weights(&tuned.varmap)) {
-        let d = a
-            .iter()
-            .zip(&b)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+        let d = max_abs_diff(a, &b);
         if name.starts_with("transformer_blocks.") {
             moved += usize::from(d > 0.0);
         } else {
