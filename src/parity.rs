@@ -24,9 +24,13 @@ pub struct ParityArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cuda")]
     pub device: String,
-    /// f32, bf16 or f16.
+    /// The transformer fixtures' precision: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     pub precision: String,
+    /// The VAE fixtures' precision: auto (f32, what the pipeline runs the VAE in), f32, bf16 or
+    /// f16.
+    #[arg(long, default_value = "auto")]
+    pub vae_precision: String,
     /// Largest relative L2 error against the CPU f32 result that passes.
     #[arg(long)]
     pub tolerance: f32,
@@ -158,10 +162,17 @@ fn fixture_dirs(fixtures: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
     Ok(dirs)
 }
 
-/// Runs every fixture on `device` in `dtype` and on the CPU in f32; returns each output's error.
-pub fn compare(fixtures: &Path, device: &Device, dtype: DType) -> Result<Vec<ParityResult>> {
+/// Runs every fixture on `device` (the transformer's in `dtype`, the VAE's in `vae_dtype`) and on
+/// the CPU in f32; returns each output's error.
+pub fn compare(
+    fixtures: &Path,
+    device: &Device,
+    dtype: DType,
+    vae_dtype: DType,
+) -> Result<Vec<ParityResult>> {
     let mut results = Vec::new();
     for (label, dir, is_vae) in fixture_dirs(fixtures)? {
+        let dtype = if is_vae { vae_dtype } else { dtype };
         let run = |d: &Device, t: DType| {
             if is_vae {
                 run_vae(&dir, d, t)
@@ -194,7 +205,13 @@ pub fn compare(fixtures: &Path, device: &Device, dtype: DType) -> Result<Vec<Par
 pub fn run(args: &ParityArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let dtype = parse_precision(&args.precision)?;
-    let results = compare(&args.fixtures, &device, dtype)?;
+    // The pipeline's VAE default (`vae-precision` auto) is f32 (pipeline::Precision).
+    let vae_precision = match args.vae_precision.as_str() {
+        "auto" => "f32",
+        other => other,
+    };
+    let vae_dtype = parse_precision(vae_precision)?;
+    let results = compare(&args.fixtures, &device, dtype, vae_dtype)?;
     let mut failed = 0;
     for r in &results {
         let ok = r.rel_l2 <= args.tolerance;
@@ -208,7 +225,7 @@ pub fn run(args: &ParityArgs) -> Result<()> {
         );
     }
     println!(
-        "parity {} {}: {} passed, {failed} failed (tolerance {:e})",
+        "parity {} {} (VAE {vae_precision}): {} passed, {failed} failed (tolerance {:e})",
         args.device,
         args.precision,
         results.len() - failed,
@@ -253,11 +270,40 @@ mod tests {
         assert!(names.contains(&"dec_img.sample"), "{names:?}");
     }
 
+    /// Issue 8's bf16 bound (2e-2) on the CPU, whose half-precision gemms round as cuBLAS's do:
+    /// the transformer in bf16 with the VAE at the pipeline's default (f32) passes every output.
+    /// The VAE itself in bf16 does not (the GPU showed 11 of 37 over; the random-weight fixtures
+    /// amplify bf16 rounding), while f16 stays well within it: what `vae-precision` auto rests on.
+    #[test]
+    fn bf16_meets_the_bound_with_the_vae_in_f32_and_not_with_the_vae_in_bf16() {
+        let worst = |dtype, vae_dtype, kind: &str| -> f32 {
+            compare(&fixtures(), &Device::Cpu, dtype, vae_dtype)
+                .unwrap()
+                .iter()
+                .filter(|r| r.name.starts_with(kind))
+                .map(|r| r.rel_l2)
+                .fold(0f32, f32::max)
+        };
+        let transformer = worst(DType::BF16, DType::F32, "transformer/");
+        assert!(transformer > 1e-3 && transformer < 2e-2, "{transformer}");
+        assert!(worst(DType::BF16, DType::F32, "vae/") < 1e-5);
+        let vae_bf16 = worst(DType::F32, DType::BF16, "vae/");
+        assert!(vae_bf16 > 2e-2, "{vae_bf16}");
+        let vae_f16 = worst(DType::F32, DType::F16, "vae/");
+        assert!(vae_f16 < 1e-2, "{vae_f16}");
+    }
+
     #[test]
     fn a_missing_fixtures_folder_is_an_error_naming_it() {
         let e = format!(
             "{:#}",
-            compare(Path::new("/nonexistent/fx"), &Device::Cpu, DType::F32).unwrap_err()
+            compare(
+                Path::new("/nonexistent/fx"),
+                &Device::Cpu,
+                DType::F32,
+                DType::F32
+            )
+            .unwrap_err()
         );
         assert!(e.contains("/nonexistent/fx/vae"), "{e}");
     }

@@ -78,6 +78,9 @@ fn steps_are_transformer_evaluations_per_sampling_pass() {
         DiffusionProcessor::load(tiny_model(), &settings(3, 0), &Device::Cpu).unwrap_err()
     );
     assert!(e.contains("steps=3"), "{e}");
+    let mut p = DiffusionProcessor::load(tiny_model(), &settings(1, 0), &Device::Cpu).unwrap();
+    let e = format!("{:#}", p.set_steps(3).unwrap_err());
+    assert!(e.contains("steps=3"), "{e}");
 }
 
 #[test]
@@ -165,9 +168,16 @@ fn any_output_size_and_reduced_precision_run() {
         .unwrap()
         .clamp(-1f32, 1f32)
         .unwrap();
-    for precision in [Precision::F32, Precision::Bf16] {
+    // The transformer's precision, and the VAE's (half precision on the CPU widens its gemms).
+    for (precision, vae_precision) in [
+        (Precision::F32, Precision::Auto),
+        (Precision::Bf16, Precision::Auto),
+        (Precision::F32, Precision::Bf16),
+        (Precision::Bf16, Precision::F16),
+    ] {
         let s = ProcessorSettings {
             precision,
+            vae_precision,
             ..settings(1, 0)
         };
         let mut p = DiffusionProcessor::load(tiny_model(), &s, &Device::Cpu).unwrap();
@@ -179,10 +189,11 @@ fn any_output_size_and_reduced_precision_run() {
             starts_stream: true,
         };
         let out = p.process(&input, &CancelToken::default()).unwrap();
-        assert_eq!(out.dims(), &[3, 7, 40, 50], "{precision:?}");
+        let label = format!("{precision:?}, VAE {vae_precision:?}");
+        assert_eq!(out.dims(), &[3, 7, 40, 50], "{label}");
         assert_eq!(out.dtype(), DType::F32);
         let v: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(v.iter().all(|x| x.is_finite()), "{precision:?}");
+        assert!(v.iter().all(|x| x.is_finite()), "{label}");
     }
 }
 
@@ -637,7 +648,16 @@ fn two_elements_share_one_model_and_each_stream_is_correct() {
             !c.shares_weights_with(&a),
             "another precision is another model"
         );
-        assert_eq!(model_users(&dir), 3);
+        let vae_half = ProcessorSettings {
+            vae_precision: Precision::Bf16,
+            ..settings(1, 0)
+        };
+        let d = DiffusionProcessor::load(&dir, &vae_half, &Device::Cpu).unwrap();
+        assert!(
+            !d.shares_weights_with(&a) && !d.shares_weights_with(&c),
+            "another VAE precision is another model"
+        );
+        assert_eq!(model_users(&dir), 4);
     }
     assert_eq!(model_users(&dir), 0, "released with the last processor");
 

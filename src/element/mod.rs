@@ -71,6 +71,23 @@ pub enum PrecisionKind {
     F16 = 3,
 }
 
+/// Numeric precision of the VAE (`vae-precision` property); `auto` is f32 (see
+/// `pipeline::Precision`).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstTurboVsrVaePrecision")]
+pub enum VaePrecisionKind {
+    #[default]
+    #[enum_value(name = "f32 on every device", nick = "auto")]
+    Auto = 0,
+    #[enum_value(name = "32-bit float", nick = "f32")]
+    F32 = 1,
+    #[enum_value(name = "bfloat16", nick = "bf16")]
+    Bf16 = 2,
+    #[enum_value(name = "16-bit float", nick = "f16")]
+    F16 = 3,
+}
+
 /// Colour correction of the output towards the input (`color-fix` property).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]
@@ -97,6 +114,7 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     {
         DeviceKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
         PrecisionKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+        VaePrecisionKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
         ColorFix::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     }
     gst::Element::register(

@@ -1,9 +1,9 @@
 //! 3D convolution for candle, which has none, and LTX-Video's causal / replicate-padded wrapper.
 //!
-//! Two paths: on the CPU in f32, our own im2col (row-wise `memcpy`s, the replicate time padding
-//! folded into the frame index, chunked over output frames to bound memory) + one GEMM per chunk;
-//! elsewhere (CUDA, half precision) the temporal taps are folded into the channels of one candle
-//! `conv2d`. candle's CPU conv2d im2col copies element by element and took half of the VAE's time,
+//! Two paths: on the CPU, our own im2col (row-wise `memcpy`s, the replicate time padding
+//! folded into the frame index, chunked over output frames to bound memory) + one GEMM per chunk
+//! (half precision widened to f32 for the gemm and rounded back, as cuBLAS does); elsewhere
+//! (CUDA) the temporal taps are folded into the channels of one candle `conv2d`. candle's CPU conv2d im2col copies element by element and took half of the VAE's time,
 //! hence the first path.
 //!
 //! Mirrors `LTXVideoCausalConv3d` of diffusers 0.42.1
@@ -46,6 +46,29 @@ pub fn conv3d_padded(
         && !crate::model::autograd::enabled()
     {
         return conv3d_im2col_cpu(x, weight, bias, stride, padding_hw, pad_t, IM2COL_CHUNK);
+    }
+    if x.device().is_cpu()
+        && matches!(x.dtype(), DType::BF16 | DType::F16)
+        && !crate::model::autograd::enabled()
+    {
+        // candle's CPU conv2d has no half-precision gemm. Do what cuBLAS does on CUDA: half
+        // inputs (exact in f32), f32 accumulation, the product rounded to half, then the bias
+        // added in half. This is what lets the CPU reproduce the GPU's bf16 parity errors.
+        let dtype = x.dtype();
+        let y = conv3d_im2col_cpu(
+            &x.to_dtype(DType::F32)?,
+            &weight.to_dtype(DType::F32)?,
+            None,
+            stride,
+            padding_hw,
+            pad_t,
+            IM2COL_CHUNK,
+        )?
+        .to_dtype(dtype)?;
+        return match bias {
+            Some(b) => y.broadcast_add(&b.to_dtype(dtype)?.reshape((1, (), 1, 1, 1))?),
+            None => Ok(y),
+        };
     }
     let x = replicate_pad_time(x, pad_t.0, pad_t.1)?;
     if crate::model::autograd::enabled() {
@@ -651,6 +674,37 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// Half precision on the CPU (what reproduces CUDA's bf16 errors here): the output keeps the
+    /// dtype, lands within the dtype's rounding of the f32 convolution of the same half values,
+    /// and equals the product rounded once and then the half bias added.
+    #[test]
+    fn half_precision_conv3d_on_the_cpu_rounds_like_cublas() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (1, 4, 5, 6, 7), &dev)?;
+        let w = Tensor::randn(0f32, 0.2, (3, 4, 3, 3, 3), &dev)?;
+        let b = Tensor::randn(0f32, 1., 3, &dev)?;
+        for (dtype, bound) in [(DType::BF16, 1e-2), (DType::F16, 2e-3)] {
+            let (xh, wh, bh) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?, b.to_dtype(dtype)?);
+            let got = conv3d_padded(&xh, &wh, Some(&bh), (1, 2, 2), 1, (2, 0))?;
+            assert_eq!(got.dtype(), dtype);
+            let f32_of = |t: &Tensor| t.to_dtype(DType::F32);
+            let exact = conv3d_padded(&f32_of(&xh)?, &f32_of(&wh)?, None, (1, 2, 2), 1, (2, 0))?;
+            assert_eq!(got.dims(), exact.dims());
+            let once = exact
+                .to_dtype(dtype)?
+                .broadcast_add(&bh.reshape((1, 3, 1, 1, 1))?)?;
+            assert_eq!(max_abs(&(f32_of(&got)? - f32_of(&once)?)?)?, 0.0);
+            let exact = exact.broadcast_add(&f32_of(&bh)?.reshape((1, 3, 1, 1, 1))?)?;
+            let err = relative_l2(&f32_of(&got)?, &exact)?;
+            assert!(err > 0.0 && err < bound, "{dtype:?}: rel l2 {err}");
+        }
+        Ok(())
+    }
+
+    fn max_abs(t: &Tensor) -> Result<f32> {
+        t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
     }
 
     #[test]

@@ -85,12 +85,21 @@ impl std::fmt::Debug for DiffusionProcessor {
     }
 }
 
-/// The weight dtype `precision` asks for on `device`.
+/// The weight dtype `precision` asks for on `device` (the transformer's).
 fn dtype_for(precision: Precision, device: &Device) -> DType {
     match precision {
         Precision::Auto if device.is_cpu() => DType::F32,
         Precision::Auto => DType::BF16,
         Precision::F32 => DType::F32,
+        Precision::Bf16 => DType::BF16,
+        Precision::F16 => DType::F16,
+    }
+}
+
+/// The VAE's dtype for `vae-precision`: `Auto` is f32 on every device ([`Precision`]).
+fn vae_dtype_for(precision: Precision) -> DType {
+    match precision {
+        Precision::Auto | Precision::F32 => DType::F32,
         Precision::Bf16 => DType::BF16,
         Precision::F16 => DType::F16,
     }
@@ -177,9 +186,16 @@ pub struct LoadedModel {
 }
 
 /// What makes two loads the same model: the checkpoint's canonical path, the device, the
-/// precision, the prompt file, and the size and modification time of every file under the
+/// two precisions (transformer, VAE), the prompt file, and the size and modification time of every file under the
 /// checkpoint and of the prompt file (weights changed on disk are loaded again, not reused).
-type ModelKey = (PathBuf, String, DType, Option<PathBuf>, Vec<FileStamp>);
+type ModelKey = (
+    PathBuf,
+    String,
+    DType,
+    DType,
+    Option<PathBuf>,
+    Vec<FileStamp>,
+);
 
 /// A file's path, size and modification time.
 type FileStamp = (PathBuf, u64, Option<std::time::SystemTime>);
@@ -238,6 +254,7 @@ impl LoadedModel {
             canonical(model),
             format!("{:?}", device.location()),
             dtype_for(settings.precision, device),
+            vae_dtype_for(settings.vae_precision),
             settings.prompt_embeds.as_deref().map(canonical),
             stamps,
         );
@@ -259,12 +276,7 @@ impl LoadedModel {
             None => TurboVsrConfig::default(),
         };
         let dtype = dtype_for(settings.precision, device);
-        // candle's CPU convolution has no bf16 kernel: a bf16 VAE on the CPU runs in f32.
-        let vae_dtype = if device.is_cpu() && dtype == DType::BF16 {
-            DType::F32
-        } else {
-            dtype
-        };
+        let vae_dtype = vae_dtype_for(settings.vae_precision);
         let vae_ck = ck.vae()?;
         let mut vae = AutoencoderKlLtxVideo::from_checkpoint(&vae_ck, device, vae_dtype)
             .with_context(|| format!("loading the VAE of {}", model.display()))?;
@@ -374,6 +386,20 @@ impl DiffusionProcessor {
             overlap_latents: None,
             stats: WindowStats::default(),
         })
+    }
+
+    /// Changes the sampler steps from the next window on; the stream state (the conditioning
+    /// frame, the overlapping latents) carries over, so a live pipeline can trade quality for
+    /// time mid-stream, and `turbovsr bench` times every steps value in one stream.
+    pub fn set_steps(&mut self, steps: usize) -> anyhow::Result<()> {
+        if !crate::sample::schedule::VALID_STEPS.contains(&steps) {
+            bail!(
+                "steps={steps} is not one of {:?}",
+                crate::sample::schedule::VALID_STEPS
+            );
+        }
+        self.steps = steps;
+        Ok(())
     }
 
     /// Whether this processor and `other` run on the same weights in memory.
