@@ -31,9 +31,12 @@ pub struct BenchArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cuda")]
     pub device: String,
-    /// auto (bf16 on CUDA, f32 on the CPU), f32, bf16 or f16.
+    /// The transformer's: auto (bf16 on CUDA, f32 on the CPU), f32, bf16 or f16.
     #[arg(long, default_value = "auto")]
     pub precision: String,
+    /// The VAE's: auto (f32), f32, bf16 or f16.
+    #[arg(long, default_value = "auto")]
+    pub vae_precision: String,
     /// Output width.
     #[arg(long, default_value_t = 1920)]
     pub width: usize,
@@ -148,12 +151,20 @@ mod peak {
     }
 }
 
-/// Runs the first window and `runs` later windows for one steps value; returns (first, later).
-pub fn measure_steps(
-    args: &BenchArgs,
-    device: &Device,
-    steps: usize,
-) -> Result<(WindowMeasure, Vec<WindowMeasure>)> {
+/// The windows measured at one steps value.
+#[derive(Debug, Clone)]
+pub struct StepsMeasure {
+    pub steps: usize,
+    /// The stream's first window (with the first-frame image pass): measured at the first steps
+    /// value only.
+    pub first: Option<WindowMeasure>,
+    pub later: Vec<WindowMeasure>,
+}
+
+/// Runs one stream: its first window at `args.steps[0]`, then `runs` later windows at each steps
+/// value in turn (the processor changes steps mid-stream, so the model loads once and no steps
+/// value after the first pays for another first window).
+pub fn measure(args: &BenchArgs, device: &Device) -> Result<Vec<StepsMeasure>> {
     if args.scale == 0 || args.width % args.scale != 0 || args.height % args.scale != 0 {
         bail!(
             "output {}x{} is not a multiple of scale {}",
@@ -169,9 +180,13 @@ pub fn measure_steps(
             args.window
         );
     }
+    let Some(&first_steps) = args.steps.first() else {
+        bail!("no steps value to measure");
+    };
     let settings = ProcessorSettings {
         precision: parse_bench_precision(&args.precision)?,
-        steps,
+        vae_precision: parse_bench_precision(&args.vae_precision)?,
+        steps: first_steps,
         tile_size: args.tile_size,
         tile_overlap: args.tile_overlap,
         ..Default::default()
@@ -184,7 +199,14 @@ pub fn measure_steps(
     let frames = resize_bicubic(&lr, args.height, args.width)?;
     let cancel = CancelToken::default();
     let step = args.window - args.overlap;
-    let mut run = |index: u64, emit: std::ops::Range<usize>, starts: bool| -> Result<_> {
+    let mut index = 0u64;
+    let mut run = |p: &mut DiffusionProcessor| -> Result<_> {
+        // Window 0 outputs frames 0..=W-O, a later window 1..=W-O (README "Windows").
+        let (emit, starts) = if index == 0 {
+            (0..step + 1, true)
+        } else {
+            (1..step + 1, false)
+        };
         device.synchronize()?;
         peak::reset(device);
         let emitted = emit.len();
@@ -200,19 +222,28 @@ pub fn measure_steps(
         )
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         device.synchronize()?;
+        index += 1;
         Ok(WindowMeasure {
             stats: p.stats().clone(),
             emitted,
             peak_bytes: peak::read(device),
         })
     };
-    // Window 0 outputs frames 0..=W-O, a later window 1..=W-O (README "Windows").
-    let first = run(0, 0..step + 1, true)?;
-    let mut later = Vec::with_capacity(args.runs);
-    for i in 0..args.runs.max(1) {
-        later.push(run(1 + i as u64, 1..step + 1, false)?);
+    let mut measured = Vec::with_capacity(args.steps.len());
+    for (i, &steps) in args.steps.iter().enumerate() {
+        p.set_steps(steps)?;
+        let first = if i == 0 { Some(run(&mut p)?) } else { None };
+        let mut later = Vec::with_capacity(args.runs.max(1));
+        for _ in 0..args.runs.max(1) {
+            later.push(run(&mut p)?);
+        }
+        measured.push(StepsMeasure {
+            steps,
+            first,
+            later,
+        });
     }
-    Ok((first, later))
+    Ok(measured)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -268,10 +299,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .map(|(_, total)| format!(", {} MiB", total >> 20))
         .unwrap_or_default();
     println!(
-        "turbovsr bench: {} on {}{name}{memory}, precision {}, {}x{} from {}x{}, window {} overlap {}, tile-size {}",
+        "turbovsr bench: {} on {}{name}{memory}, precision {} (VAE {}), {}x{} from {}x{}, window {} overlap {}, tile-size {}",
         args.model.display(),
         args.device,
         args.precision,
+        args.vae_precision,
         args.width,
         args.height,
         args.width / args.scale.max(1),
@@ -281,18 +313,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.tile_size
     );
     println!(
-        "ms per output frame by stage (median of {} later windows; first window once)",
+        "ms per output frame by stage (median of {} later windows per steps value; one stream, \
+         its first window at the first steps value)",
         args.runs.max(1)
     );
-    for &steps in &args.steps {
-        let (first, later) = measure_steps(args, &device, steps)?;
+    for m in measure(args, &device)? {
         println!(
-            "steps {steps}: {} transformer evaluations per window, {} spatial tiles",
-            later[0].stats.video_evaluations * later[0].stats.tiles.max(1),
-            later[0].stats.tiles.max(1)
+            "steps {}: {} transformer evaluations per window, {} spatial tiles",
+            m.steps,
+            m.later[0].stats.video_evaluations * m.later[0].stats.tiles.max(1),
+            m.later[0].stats.tiles.max(1)
         );
-        println!("{}", report_line("first", std::slice::from_ref(&first)));
-        println!("{}", report_line("later", &later));
+        if let Some(first) = &m.first {
+            println!("{}", report_line("first", std::slice::from_ref(first)));
+        }
+        println!("{}", report_line("later", &m.later));
     }
     Ok(())
 }
@@ -321,17 +356,20 @@ mod tests {
             model: dir.clone(),
             device: "cpu".into(),
             precision: "auto".into(),
+            vae_precision: "auto".into(),
             width: 64,
             height: 64,
             scale: 4,
             window: 9,
             overlap: 1,
-            steps: vec![2],
+            steps: vec![2, 1],
             runs: 1,
             tile_size: 0,
             tile_overlap: 8,
         };
-        let (first, later) = measure_steps(&args, &Device::Cpu, 2).unwrap();
+        let measured = measure(&args, &Device::Cpu).unwrap();
+        assert_eq!(measured.len(), 2);
+        let (first, later) = (measured[0].first.clone().unwrap(), &measured[0].later);
         // Window 0 emits 0..=8, a later one 1..=8.
         assert_eq!(first.emitted, 9);
         assert_eq!(later[0].emitted, 8);
@@ -346,7 +384,17 @@ mod tests {
         // Two steps: two transformer evaluations of the same token count per window (untiled).
         assert_eq!(later[0].stats.video_evaluations, 2);
         assert_eq!(later[0].stats.video_flops % 2, 0);
-        let line = report_line("later", &later);
+        // Then one step in the same stream: no second first window, half the transformer work.
+        let one = &measured[1];
+        assert_eq!((one.steps, one.first.is_none()), (1, true));
+        assert_eq!(one.later[0].emitted, 8);
+        assert_eq!(one.later[0].stats.first_frame_flops, 0);
+        assert_eq!(one.later[0].stats.video_evaluations, 1);
+        assert_eq!(
+            2 * one.later[0].stats.video_flops,
+            later[0].stats.video_flops
+        );
+        let line = report_line("later", later);
         assert!(
             line.contains("encode") && line.contains("TFLOP/s"),
             "{line}"
@@ -360,6 +408,7 @@ mod tests {
             model: "/nonexistent".into(),
             device: "cpu".into(),
             precision: "auto".into(),
+            vae_precision: "auto".into(),
             width: 65,
             height: 64,
             scale: 4,
@@ -370,9 +419,7 @@ mod tests {
             tile_size: 0,
             tile_overlap: 8,
         };
-        let e = measure_steps(&args, &Device::Cpu, 1)
-            .unwrap_err()
-            .to_string();
+        let e = measure(&args, &Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("65x64") && e.contains("scale 4"), "{e}");
     }
 }

@@ -316,33 +316,67 @@ fn write_random_safetensors(
     out.write_all(&(header.len() as u64).to_le_bytes())
         .with_context(write_err)?;
     out.write_all(&header).with_context(write_err)?;
-    let mut buf = Vec::with_capacity(1 << 20);
-    for (name, shape) in tensors {
-        let n: usize = shape.iter().product();
-        let (mean, std) = init_for(name, shape);
-        let mut rng = SplitMix(hash_name(seed, name));
-        let mut done = 0;
-        while done < n {
-            let chunk = (n - done).min(1 << 18);
-            buf.clear();
-            let mut i = 0;
-            while i < chunk {
-                let (a, b) = rng.normal_pair();
-                for v in [a, b].into_iter().take(chunk - i) {
-                    let v = mean + std * v;
-                    match dtype {
-                        DType::F32 => buf.extend_from_slice(&v.to_le_bytes()),
-                        _ => buf.extend_from_slice(&f32_to_bf16(v).to_le_bytes()),
-                    }
-                }
-                i += 2;
-            }
-            out.write_all(&buf).with_context(write_err)?;
-            done += chunk;
+    // Each tensor's values depend only on the seed and its name, so the tensors of a group are
+    // drawn on all cores and written in order: the same bytes as one thread, several times faster
+    // (the 2B test model took 74 s on one core of the GPU machine).
+    let list: Vec<(&String, &Vec<usize>)> = tensors.iter().collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut start = 0;
+    while start < list.len() {
+        let mut end = start;
+        let mut group_bytes = 0;
+        while end < list.len() && (end == start || group_bytes < GROUP_BYTES) {
+            group_bytes += list[end].1.iter().product::<usize>() * bytes_per;
+            end += 1;
         }
+        let group = &list[start..end];
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<Mutex<Vec<u8>>> = group.iter().map(|_| Mutex::new(Vec::new())).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..threads.min(group.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((name, shape)) = group.get(i) else {
+                        break;
+                    };
+                    let bytes = random_tensor_bytes(name, shape, dtype, seed);
+                    *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = bytes;
+                });
+            }
+        });
+        for slot in slots {
+            let bytes = slot.into_inner().unwrap_or_else(|e| e.into_inner());
+            out.write_all(&bytes).with_context(write_err)?;
+        }
+        start = end;
     }
     out.flush().with_context(write_err)?;
     Ok(())
+}
+
+/// Bytes drawn in parallel before they are written (bounds the memory of `make-test-model`).
+const GROUP_BYTES: usize = 512 << 20;
+
+/// The little-endian bytes of one tensor: normal values of [`init_for`]'s mean and deviation
+/// from a stream seeded by `seed` and the tensor's name.
+fn random_tensor_bytes(name: &str, shape: &[usize], dtype: DType, seed: u64) -> Vec<u8> {
+    let n: usize = shape.iter().product();
+    let (mean, std) = init_for(name, shape);
+    let mut rng = SplitMix(hash_name(seed, name));
+    let mut buf = Vec::with_capacity(n * if dtype == DType::F32 { 4 } else { 2 });
+    let mut i = 0;
+    while i < n {
+        let (a, b) = rng.normal_pair();
+        for v in [a, b].into_iter().take(n - i) {
+            let v = mean + std * v;
+            match dtype {
+                DType::F32 => buf.extend_from_slice(&v.to_le_bytes()),
+                _ => buf.extend_from_slice(&f32_to_bf16(v).to_le_bytes()),
+            }
+        }
+        i += 2;
+    }
+    buf
 }
 
 /// Round to nearest even.
