@@ -29,6 +29,22 @@ use crate::model::transformer::cpu_kernels::{fast_exp_with, softmax_last_dim};
 /// zeroed by the kernel each time).
 pub const DEFAULT_MAX_SCORE_ELEMS: usize = 4 << 20;
 
+/// The budget on a GPU (128 Mi values, 512 MiB of f32 scores; with the softmax's temporaries
+/// about 2 GiB at once). The CPU budget above would cut a 1080p tile of LTX-2B (32 heads, 8,192
+/// tokens) into 512 chunks of 16 query rows per layer, each a chain of about eight kernel
+/// launches around two thin gemms; this one makes 16 chunks of 512 rows.
+pub const DEVICE_MAX_SCORE_ELEMS: usize = 128 << 20;
+
+/// The score budget for attention on `device`: cache-sized on the CPU, where the fused kernel
+/// tiles by it, [`DEVICE_MAX_SCORE_ELEMS`] elsewhere.
+pub fn default_max_score_elems(device: &Device) -> usize {
+    if device.is_cpu() {
+        DEFAULT_MAX_SCORE_ELEMS
+    } else {
+        DEVICE_MAX_SCORE_ELEMS
+    }
+}
+
 /// Fewest query rows per chunk before the keys are split too: below this the gemm calls become
 /// too thin to run well, so splitting the keys (online softmax) is the better trade.
 const MIN_QUERY_ROWS: usize = 16;
@@ -808,6 +824,28 @@ mod tests {
         )?;
         assert!(relative_l2(&dirty, &clean)? < 1e-4);
         Ok(())
+    }
+
+    /// A 1080p tile of LTX-2B (32 heads, 7 + 1 latent frames of 32 x 32 tokens) on a GPU runs in
+    /// 16 query chunks of whole rows; the CPU's cache-sized budget would make 512.
+    #[test]
+    fn the_device_budget_runs_a_1080p_tile_in_few_chunks() {
+        assert_eq!(
+            default_max_score_elems(&Device::Cpu),
+            DEFAULT_MAX_SCORE_ELEMS
+        );
+        let tokens = 8 * 32 * 32;
+        let gpu = ChunkSizes::for_budget(32, tokens, tokens, DEVICE_MAX_SCORE_ELEMS);
+        assert_eq!(
+            gpu,
+            ChunkSizes {
+                query: 512,
+                key: tokens
+            }
+        );
+        assert_eq!(tokens.div_ceil(gpu.query), 16);
+        let cpu = ChunkSizes::for_budget(32, tokens, tokens, DEFAULT_MAX_SCORE_ELEMS);
+        assert_eq!(tokens.div_ceil(cpu.query), 512);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use config::{ActivationFn, LtxTransformerConfig};
 pub use embeddings::{TimeEmbedding, TimestepRows};
 pub use rope::{Rope, RopePositions};
 
-use crate::model::attention::DEFAULT_MAX_SCORE_ELEMS;
+use crate::model::attention::default_max_score_elems;
 use embeddings::{AdaLayerNormSingle, CaptionProjection};
 use layers::{layer_norm, modulate, Linear};
 use rope::LtxRotaryPosEmbed;
@@ -94,7 +94,7 @@ impl LtxVideoTransformer3DModel {
             proj_out: Linear::new(dim, cfg.out_channels(), true, vb.pp("proj_out"))?,
             dtype: vb.dtype(),
             device: vb.device().clone(),
-            max_score_elems: DEFAULT_MAX_SCORE_ELEMS,
+            max_score_elems: default_max_score_elems(vb.device()),
         })
     }
 
@@ -137,7 +137,9 @@ impl LtxVideoTransformer3DModel {
     }
 
     /// Sets the budget of one attention score block, in elements (default
-    /// [`DEFAULT_MAX_SCORE_ELEMS`]); smaller uses less memory and splits the work finer.
+    /// [`crate::model::attention::DEFAULT_MAX_SCORE_ELEMS`] on the CPU,
+    /// [`crate::model::attention::DEVICE_MAX_SCORE_ELEMS`] on a GPU); smaller uses less memory and
+    /// splits the work finer.
     pub fn set_max_attention_scores(&mut self, elems: usize) {
         self.max_score_elems = elems.max(1);
     }
