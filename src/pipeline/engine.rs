@@ -1,9 +1,11 @@
 //! One window through the model: host frames -> one upload -> bicubic to the output grid ->
-//! processor -> one download -> host frames (DESIGN §2).
+//! processor -> one download -> host frames (DESIGN §2). [`UpscaleEngine::run_to_layout`]
+//! converts to the output format on the device too, and downloads only the frames' bytes.
 
 use candle_core::{Device, Tensor};
 
-use super::format::RgbFrame;
+use super::device_format::{converts_on_device, download_planes, rgb_to_planes};
+use super::format::{FrameLayout, RgbFrame};
 use super::processor::{CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput};
 use super::resize::{resize_bicubic, upload};
 use super::window::Window;
@@ -82,6 +84,68 @@ impl UpscaleEngine {
         window: &Window<F>,
         cancel: &CancelToken,
     ) -> Result<Vec<RgbFrame>, ProcessError> {
+        let (out, out_w, out_h) = self.run_on_device(window, cancel)?;
+        // One download: (c, e, h, w) -> (e, c, h, w) so each frame is contiguous.
+        let out = out
+            .permute((1, 0, 2, 3))?
+            .to_dtype(candle_core::DType::F32)?
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let alpha = self.resize_alpha(window, out_w, out_h)?;
+        let out_plane = 3 * out_w * out_h;
+        Ok(out
+            .chunks_exact(out_plane)
+            .enumerate()
+            .map(|(e, rgb)| {
+                let a = alpha
+                    .as_ref()
+                    .map(|a| a[e * out_w * out_h..(e + 1) * out_w * out_h].to_vec());
+                RgbFrame::new(out_w, out_h, rgb.to_vec(), a)
+            })
+            .collect())
+    }
+
+    /// Upscales a window straight into raw frames of `layout` (the output size, a format
+    /// without alpha: [`converts_on_device`]): the conversion runs on the model's device and only
+    /// the frames' bytes come back. Returns, for each frame of `window.emit`, its planes tightly
+    /// packed ([`super::device_format::copy_planes`] writes them into a buffer).
+    pub fn run_to_layout<F: AsRef<RgbFrame>>(
+        &mut self,
+        window: &Window<F>,
+        layout: &FrameLayout,
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<Vec<u8>>>, ProcessError> {
+        if !converts_on_device(layout) {
+            return Err(anyhow::anyhow!(
+                "{} has alpha, which is converted on the host: use run",
+                layout.format.name()
+            )
+            .into());
+        }
+        let (out, out_w, out_h) = self.run_on_device(window, cancel)?;
+        if (out_w, out_h) != (layout.width, layout.height) {
+            return Err(anyhow::anyhow!(
+                "window {} is {out_w}x{out_h}, the output layout {}x{}",
+                window.index,
+                layout.width,
+                layout.height
+            )
+            .into());
+        }
+        let planes = rgb_to_planes(&out, layout)?.ok_or_else(|| {
+            anyhow::anyhow!("{} is not converted on the device", layout.format.name())
+        })?;
+        Ok(download_planes(&planes)?)
+    }
+
+    /// The model part of [`Self::run`]: the window uploaded once, resized to the output grid and
+    /// processed; returns the emitted frames (3, e, h, w), still on the device, and their size.
+    fn run_on_device<F: AsRef<RgbFrame>>(
+        &mut self,
+        window: &Window<F>,
+        cancel: &CancelToken,
+    ) -> Result<(Tensor, usize, usize), ProcessError> {
         let first = window
             .frames
             .first()
@@ -137,25 +201,7 @@ impl UpscaleEngine {
             )
             .into());
         }
-        // One download: (c, e, h, w) -> (e, c, h, w) so each frame is contiguous.
-        let out = out
-            .permute((1, 0, 2, 3))?
-            .to_dtype(candle_core::DType::F32)?
-            .to_device(&Device::Cpu)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let alpha = self.resize_alpha(window, out_w, out_h)?;
-        let out_plane = 3 * out_w * out_h;
-        Ok(out
-            .chunks_exact(out_plane)
-            .enumerate()
-            .map(|(e, rgb)| {
-                let a = alpha
-                    .as_ref()
-                    .map(|a| a[e * out_w * out_h..(e + 1) * out_w * out_h].to_vec());
-                RgbFrame::new(out_w, out_h, rgb.to_vec(), a)
-            })
-            .collect())
+        Ok((out, out_w, out_h))
     }
 
     /// Bicubic-resized alpha of the emitted frames, when the frames have alpha. Alpha never

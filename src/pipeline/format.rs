@@ -80,7 +80,7 @@ impl PixelFormat {
         self.packed().is_some_and(|p| p.alpha.is_some())
     }
 
-    fn packed(self) -> Option<Packed> {
+    pub(super) fn packed(self) -> Option<Packed> {
         let p = |bpp, r, g, b, alpha| Packed {
             bpp,
             r,
@@ -103,7 +103,7 @@ impl PixelFormat {
         })
     }
 
-    fn yuv(self) -> Option<Yuv> {
+    pub(super) fn yuv(self) -> Option<Yuv> {
         let planar = |sx, sy, u, v| Yuv {
             sub_x: sx,
             sub_y: sy,
@@ -142,16 +142,16 @@ impl PixelFormat {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Packed {
-    bpp: usize,
-    r: usize,
-    g: usize,
-    b: usize,
-    alpha: Option<usize>,
+pub(super) struct Packed {
+    pub(super) bpp: usize,
+    pub(super) r: usize,
+    pub(super) g: usize,
+    pub(super) b: usize,
+    pub(super) alpha: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Chroma {
+pub(super) enum Chroma {
     /// U and V in planes `u` and `v`.
     Planar { u: usize, v: usize },
     /// U and V interleaved in plane 1 at byte offsets `u` and `v`.
@@ -159,10 +159,10 @@ enum Chroma {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Yuv {
-    sub_x: usize,
-    sub_y: usize,
-    chroma: Chroma,
+pub(super) struct Yuv {
+    pub(super) sub_x: usize,
+    pub(super) sub_y: usize,
+    pub(super) chroma: Chroma,
 }
 
 /// Y'CbCr matrix coefficients (Kr, Kb).
@@ -363,16 +363,16 @@ fn unit_to_u8(v: f32) -> u8 {
 
 /// Y'CbCr <-> R'G'B' for one matrix and range, on normalized values.
 #[derive(Debug, Clone, Copy)]
-struct YuvCoeffs {
-    kr: f32,
-    kb: f32,
-    y_off: f32,
-    y_scale: f32,
-    c_scale: f32,
+pub(super) struct YuvCoeffs {
+    pub(super) kr: f32,
+    pub(super) kb: f32,
+    pub(super) y_off: f32,
+    pub(super) y_scale: f32,
+    pub(super) c_scale: f32,
 }
 
 impl YuvCoeffs {
-    fn new(layout: &FrameLayout) -> Self {
+    pub(super) fn new(layout: &FrameLayout) -> Self {
         let (kr, kb) = layout.matrix.kr_kb();
         let (y_off, y_scale, c_scale) = if layout.full_range {
             (0.0, 255.0, 255.0)

@@ -3,6 +3,7 @@
 
 pub mod color_fix;
 pub mod default_model;
+pub mod device_format;
 pub mod diffusion;
 pub mod engine;
 pub mod format;
