@@ -77,9 +77,12 @@ run "$bin" parity --fixtures tests/fixtures --device cuda --precision bf16 --tol
 model="${TMPDIR:-/tmp}/turbovsr-ltx-2b"
 [ -f "$model/turbovsr.json" ] || run "$bin" make-test-model "$model" --preset ltx-2b
 # 4 steps first: the real-time target is stated at 4 steps. One stream: its first window at 4
-# steps, then later windows at 4, 2 and 1. The VAE runs in f32 (vae-precision auto).
+# steps, then later windows at 4, 2 and 1, and one profiled window at 4 steps (device time per
+# part of the model; no profiler is needed on the GPU machine). The VAE runs in f32
+# (vae-precision auto).
 run "$bin" bench --model "$model" --device cuda --precision bf16 \
-  --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 4,2,1 --runs "${BENCH_RUNS:-2}"
+  --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 4,2,1 --runs "${BENCH_RUNS:-2}" \
+  --profile
 # What the f32 VAE costs: the same window with the VAE in bf16 (1 step, the VAE's largest share).
 run "$bin" bench --model "$model" --device cuda --precision bf16 --vae-precision bf16 \
   --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1 --runs 1

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
 use crate::model::forward::parse_device;
+use crate::model::profile;
 use crate::pipeline::resize::resize_bicubic;
 use crate::pipeline::{
     CancelToken, DiffusionProcessor, FrameProcessor, Precision, ProcessorSettings, WindowInput,
@@ -64,6 +65,11 @@ pub struct BenchArgs {
     /// Overlap of spatial tiles in latents.
     #[arg(long, default_value_t = crate::pipeline::load::DEFAULT_TILE_OVERLAP)]
     pub tile_overlap: usize,
+    /// After the timed windows of the first steps value, one more window with the device time of
+    /// each part of the model (the device synchronized around every part, so slower; it is not
+    /// among the timed windows).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// One measured window: its stage times and FLOPs, frames emitted, and peak device memory.
@@ -159,6 +165,11 @@ pub struct StepsMeasure {
     /// value only.
     pub first: Option<WindowMeasure>,
     pub later: Vec<WindowMeasure>,
+    /// `--profile`: the profiled window and its parts (first steps value only).
+    pub profile: Option<(
+        WindowMeasure,
+        std::collections::BTreeMap<&'static str, profile::Part>,
+    )>,
 }
 
 /// Runs one stream: its first window at `args.steps[0]`, then `runs` later windows at each steps
@@ -237,13 +248,56 @@ pub fn measure(args: &BenchArgs, device: &Device) -> Result<Vec<StepsMeasure>> {
         for _ in 0..args.runs.max(1) {
             later.push(run(&mut p)?);
         }
+        let profiled = if args.profile && i == 0 {
+            profile::take();
+            profile::set_enabled(true);
+            let window = run(&mut p);
+            profile::set_enabled(false);
+            Some((window?, profile::take()))
+        } else {
+            None
+        };
         measured.push(StepsMeasure {
             steps,
             first,
             later,
+            profile: profiled,
         });
     }
     Ok(measured)
+}
+
+/// The profiled window: its stages, then each part's device time per window and per output
+/// frame, its calls, and its share of the window (parts nest: a block includes its attention).
+pub fn profile_report(
+    window: &WindowMeasure,
+    parts: &std::collections::BTreeMap<&'static str, profile::Part>,
+) -> String {
+    let total: f64 = stages(&window.stats)
+        .iter()
+        .map(|s| s.1.as_secs_f64() * 1e3)
+        .sum();
+    let by_stage: Vec<String> = stages(&window.stats)
+        .iter()
+        .map(|(name, t, _)| format!("{name} {:.1}", t.as_secs_f64() * 1e3))
+        .collect();
+    let mut out = format!(
+        "  profiled window (device synchronized around every part: slower than the timed ones), \
+         {total:.1} ms in all ({} ms):",
+        by_stage.join(", ")
+    );
+    let mut rows: Vec<_> = parts.iter().collect();
+    rows.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+    for (name, part) in rows {
+        let ms = part.time.as_secs_f64() * 1e3;
+        out += &format!(
+            "\n    {name:<46} {ms:>10.1} ms {:>8.2} ms/frame {:>7} calls {:>5.1} %",
+            ms / window.emitted.max(1) as f64,
+            part.calls,
+            if total > 0.0 { 100.0 * ms / total } else { 0.0 }
+        );
+    }
+    out
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -328,6 +382,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             println!("{}", report_line("first", std::slice::from_ref(first)));
         }
         println!("{}", report_line("later", &m.later));
+        if let Some((window, parts)) = &m.profile {
+            println!("{}", profile_report(window, parts));
+        }
     }
     Ok(())
 }
@@ -366,8 +423,12 @@ mod tests {
             runs: 1,
             tile_size: 0,
             tile_overlap: 8,
+            profile: true,
         };
-        let measured = measure(&args, &Device::Cpu).unwrap();
+        let measured = {
+            let _lock = profile::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            measure(&args, &Device::Cpu).unwrap()
+        };
         assert_eq!(measured.len(), 2);
         let (first, later) = (measured[0].first.clone().unwrap(), &measured[0].later);
         // Window 0 emits 0..=8, a later one 1..=8.
@@ -384,6 +445,26 @@ mod tests {
         // Two steps: two transformer evaluations of the same token count per window (untiled).
         assert_eq!(later[0].stats.video_evaluations, 2);
         assert_eq!(later[0].stats.video_flops % 2, 0);
+        // --profile: one more window at the first steps value, with every part of the model.
+        let (window, parts) = measured[0].profile.as_ref().expect("profiled window");
+        assert_eq!(window.emitted, 8);
+        assert_eq!(parts["transformer block"].calls % 2, 0, "{parts:?}");
+        for part in [
+            "transformer block",
+            "transformer block: self-attention",
+            "transformer block: cross-attention",
+            "transformer block: feed-forward",
+            "attention: scores, softmax, values",
+            "VAE: conv3d",
+        ] {
+            assert!(
+                parts.get(part).is_some_and(|p| p.calls > 0),
+                "{part}: {parts:?}"
+            );
+        }
+        assert!(profile_report(window, parts).contains("VAE: conv3d"));
+        assert!(measured[1].profile.is_none());
+        assert!(!profile::enabled());
         // Then one step in the same stream: no second first window, half the transformer work.
         let one = &measured[1];
         assert_eq!((one.steps, one.first.is_none()), (1, true));
@@ -418,6 +499,7 @@ mod tests {
             runs: 1,
             tile_size: 0,
             tile_overlap: 8,
+            profile: false,
         };
         let e = measure(&args, &Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("65x64") && e.contains("scale 4"), "{e}");

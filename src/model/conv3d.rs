@@ -40,6 +40,7 @@ pub fn conv3d_padded(
     padding_hw: usize,
     pad_t: (usize, usize),
 ) -> Result<Tensor> {
+    let _profile = crate::model::profile::scope("VAE: conv3d", x.device());
     if x.device().is_cpu()
         && x.dtype() == DType::F32
         && weight.dtype() == DType::F32

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod conv3d;
 pub mod flops;
 pub mod forward;
+pub mod profile;
 pub mod transformer;
 pub mod turbovsr;
 pub mod vae;

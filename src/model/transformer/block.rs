@@ -11,6 +11,7 @@ use super::cpu_kernels::{gated_residual, gelu_tanh, rms_norm_modulate, rms_norm_
 use super::layers::Linear;
 use super::rope::Rope;
 use crate::model::attention::attention;
+use crate::model::profile;
 
 /// `LTXAttention`'s q/k RMS norm epsilon (hard-coded there).
 const QK_NORM_EPS: f64 = 1e-5;
@@ -86,6 +87,7 @@ impl LtxAttention {
         max_score_elems: usize,
     ) -> Result<Tensor> {
         let context = context.unwrap_or(x);
+        let projections = profile::scope("attention: q/k/v projections, norms, rope", x.device());
         // RMS norm across heads and the rotary embedding, one pass each for q and k
         let q = rms_norm_rope(&self.to_q.forward(x)?, &self.norm_q, QK_NORM_EPS, rope)?;
         let k = rms_norm_rope(
@@ -95,6 +97,7 @@ impl LtxAttention {
             rope,
         )?;
         let v = self.to_v.forward(context)?;
+        drop(projections);
         let (b, n, _) = q.dims3()?;
         let m = k.dim(1)?;
         // (b, n, H*d) -> (b, n, H, d) -> (b, H, n, d): a strided view, no copy
@@ -108,6 +111,7 @@ impl LtxAttention {
             .reshape((b, m, self.heads, self.head_dim))?
             .transpose(1, 2)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let _core = profile::scope("attention: scores, softmax, values", x.device());
         let o = attention(&q, &k, &v, key_bias, scale, max_score_elems)?;
         // (b, H, n, d) -> (b, n, H, d) -> (b, n, H*d); no copy on the CPU, where attention
         // writes (b, n, H, d) memory
@@ -220,6 +224,8 @@ impl LtxVideoTransformerBlock {
 
     /// `hidden_states` (b, n, D) -> (b, n, D).
     pub fn forward(&self, hidden_states: &Tensor, ctx: &BlockContext) -> Result<Tensor> {
+        let device = hidden_states.device();
+        let _block = profile::scope("transformer block", device);
         let dtype = hidden_states.dtype();
         let (rows, six_d) = ctx.temb.dims2()?;
         let dim = six_d / 6;
@@ -245,12 +251,15 @@ impl LtxVideoTransformerBlock {
             &scale_msa,
             &shift_msa,
         )?;
+        let self_attention = profile::scope("transformer block: self-attention", device);
         let attn = self
             .attn1
             .forward(&norm_h, None, None, Some(&ctx.rope), ctx.max_score_elems)?;
+        drop(self_attention);
         let h = gated_residual(hidden_states, &attn, &gate_msa)?;
 
         // cross-attention reads the un-normalized hidden states and has no gate
+        let cross_attention = profile::scope("transformer block: cross-attention", device);
         let h = self.attn2.forward_add(
             &h,
             Some(&ctx.encoder_hidden_states),
@@ -260,9 +269,12 @@ impl LtxVideoTransformerBlock {
             &h,
         )?;
 
+        drop(cross_attention);
         let (shift_mlp, scale_mlp, gate_mlp) = (param(3)?, param(4)?, param(5)?);
         let norm_h = rms_norm_modulate(&h, self.norm2.as_ref(), self.eps, &scale_mlp, &shift_mlp)?;
+        let feed_forward = profile::scope("transformer block: feed-forward", device);
         let ff = self.ff.forward(&norm_h)?;
+        drop(feed_forward);
         gated_residual(&h, &ff, &gate_mlp)
     }
 }
