@@ -287,7 +287,7 @@ pub fn profile_report(
         by_stage.join(", ")
     );
     let mut rows: Vec<_> = parts.iter().collect();
-    rows.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+    rows.sort_by_key(|(_, part)| std::cmp::Reverse(part.time));
     for (name, part) in rows {
         let ms = part.time.as_secs_f64() * 1e3;
         out += &format!(
