@@ -226,3 +226,69 @@ impl UpscaleEngine {
         Ok(Some(a.flatten_all()?.to_vec1::<f32>()?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::format::{rgb_to_frame, PixelFormat};
+    use crate::pipeline::processor::BicubicProcessor;
+
+    fn window() -> Window<Box<RgbFrame>> {
+        let frames = (0..3)
+            .map(|f| {
+                let v = (0..3 * 5 * 3).map(|i| (((i * 11 + f * 5) % 23) as f32 / 11.0 - 1.0));
+                Box::new(RgbFrame::new(5, 3, v.collect(), None))
+            })
+            .collect();
+        Window {
+            index: 0,
+            start: 0,
+            frames,
+            padded_len: 9,
+            emit: 0..3,
+        }
+    }
+
+    /// The device path gives the bytes the host path gives for the same window, at an odd
+    /// output size; a format with alpha or a layout of another size is an error, not a panic.
+    #[test]
+    fn run_to_layout_equals_run_then_the_host_conversion() {
+        let mut engine = UpscaleEngine::new(
+            Box::new(BicubicProcessor),
+            Device::Cpu,
+            OutputSize::Scale(3),
+        );
+        let cancel = CancelToken::default();
+        for format in [PixelFormat::Nv21, PixelFormat::Y42b, PixelFormat::Xbgr] {
+            let layout = FrameLayout::new(format, 15, 9);
+            let rgb = engine.run(&window(), &cancel).unwrap();
+            let planes = engine.run_to_layout(&window(), &layout, &cancel).unwrap();
+            assert_eq!((rgb.len(), planes.len()), (3, 3));
+            let strides = layout.packed_strides();
+            for (frame, got) in rgb.iter().zip(&planes) {
+                let mut want: Vec<Vec<u8>> = (0..format.n_planes())
+                    .map(|p| vec![0u8; strides[p] * layout.plane_size(p).1])
+                    .collect();
+                let mut refs: Vec<&mut [u8]> = want.iter_mut().map(|p| p.as_mut_slice()).collect();
+                rgb_to_frame(frame, &layout, &mut refs, &strides).unwrap();
+                assert_eq!(got, &want, "{format:?}");
+            }
+        }
+        let alpha = FrameLayout::new(PixelFormat::Rgba, 15, 9);
+        let e = format!(
+            "{}",
+            engine
+                .run_to_layout(&window(), &alpha, &cancel)
+                .unwrap_err()
+        );
+        assert!(e.contains("RGBA has alpha"), "{e}");
+        let other_size = FrameLayout::new(PixelFormat::I420, 16, 9);
+        let e = format!(
+            "{}",
+            engine
+                .run_to_layout(&window(), &other_size, &cancel)
+                .unwrap_err()
+        );
+        assert!(e.contains("15x9, the output layout 16x9"), "{e}");
+    }
+}
