@@ -236,7 +236,7 @@ mod tests {
     fn window() -> Window<Box<RgbFrame>> {
         let frames = (0..3)
             .map(|f| {
-                let v = (0..3 * 5 * 3).map(|i| (((i * 11 + f * 5) % 23) as f32 / 11.0 - 1.0));
+                let v = (0..3 * 5 * 3).map(|i| ((i * 11 + f * 5) % 23) as f32 / 11.0 - 1.0);
                 Box::new(RgbFrame::new(5, 3, v.collect(), None))
             })
             .collect();
