@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds the `turbovsr` binary with `--features cuda` (candle's CUDA backend through cudarc)
-# against the CUDA 13.0 toolkit that scripts/cuda-toolkit.sh installs, and lints the feature.
-# No GPU is needed to build. Run by CI (.ci/run) after the CPU suite, and by scripts/gpu.sh.
+# against the CUDA 13.0 toolkit that scripts/cuda-toolkit.sh installs, and lints the feature;
+# then the same with `--features cudnn` (convolutions through cuDNN), kept as `turbovsr-cudnn`
+# beside it. No GPU is needed to build. Run by CI (.ci/run) after the CPU suite, and by
+# scripts/gpu.sh.
 #
 # Its own target folder (TURBOVSR_CUDA_TARGET_DIR, default target-cuda/) keeps the default
-# build CUDA-free and its cache apart. Prints the binary's path last.
+# build CUDA-free and its cache apart; both feature sets stay cached in it. Prints the `cuda`
+# binary's path last.
 #   CUDA_COMPUTE_CAP  the kernels' PTX target (default 80: A100 and newer; the driver JIT-compiles
 #                     it for a newer GPU such as the H100, sm_90)
 #   CUDA_CLIPPY=0     skip `cargo clippy --features cuda` (CI: the build itself denies warnings,
@@ -22,11 +25,17 @@ mkdir -p "$CARGO_TARGET_DIR"
 # it differs from the cache's.
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-nice -n 19 cargo build --release --features cuda --bin turbovsr 2>&1 | tee "$log"
-if grep -q '^warning: `gst-plugin-turbovsr`' "$log"; then
-  echo "build-cuda: the cuda build of gst-plugin-turbovsr has warnings (see above)" >&2
-  exit 1
-fi
+for features in cudnn cuda; do
+  nice -n 19 cargo build --release --features "$features" --bin turbovsr 2>&1 | tee "$log"
+  if grep -q '^warning: `gst-plugin-turbovsr`' "$log"; then
+    echo "build-cuda: the $features build of gst-plugin-turbovsr has warnings (see above)" >&2
+    exit 1
+  fi
+  # cargo writes both to release/turbovsr; the cudnn one is kept aside
+  if [ "$features" = cudnn ]; then
+    cp "$CARGO_TARGET_DIR/release/turbovsr" "$CARGO_TARGET_DIR/release/turbovsr-cudnn"
+  fi
+done
 if [ "${CUDA_CLIPPY:-1}" != 0 ]; then
   # Same profile as the build: candle-kernels' build-script output (the compiled kernels) is
   # reused, only the crates are checked.

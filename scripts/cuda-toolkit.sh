@@ -29,6 +29,9 @@ WHEELS=(
   nvidia-cublas==13.0.2.14
   nvidia-curand==10.4.0.35
   nvidia-cuda-nvrtc==13.0.88
+  # cuDNN, for the `cudnn` feature's link only: its API library and headers are kept, not its
+  # 450 MB of engine libraries, which the GPU machine's own cuDNN 9 (PyTorch's) provides.
+  nvidia-cudnn-cu13==9.13.0.50
 )
 STAMP="$PREFIX/.turbovsr-toolkit"
 want_stamp="$(printf '%s\n' "${WHEELS[@]}" stub-v1)"
@@ -69,6 +72,8 @@ done
 # Every wheel lays its files under nvidia/cu13/{bin,include,lib,nvvm}: the toolkit's own layout
 # once merged, which nvcc.profile (TOP = bin/..) expects.
 cp -a "$work/unz/nvidia/cu13/." "$stage/"
+cp -a "$work/unz/nvidia/cudnn/include/." "$stage/include/"
+cp -a "$work/unz/nvidia/cudnn/lib/libcudnn.so.9" "$stage/lib/"
 chmod +x "$stage"/bin/* "$stage"/nvvm/bin/*
 ln -sfn lib "$stage/lib64"
 # Unversioned names for the linker (-lcublas etc.); the binary records the sonames.

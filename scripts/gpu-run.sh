@@ -12,7 +12,9 @@
 # 2. the `ltx-2b` test model (random weights with LTX-Video 2B's shapes);
 # 3. one 49-frame 1080p window (1920x1080 from 480x270) at 4, 2 and 1 steps: ms per output
 #    frame by stage, TFLOP/s against the stages' matmul FLOPs, peak device memory; then 1 step
-#    with the VAE in bf16, for the f32 VAE's cost.
+#    with the VAE in bf16, for the f32 VAE's cost;
+# 4. with the cuDNN build (turbovsr-cudnn beside the binary, when the machine has cuDNN 9):
+#    parity, and the 1-step window again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(realpath "${1:?usage: scripts/gpu-run.sh TURBOVSR_BINARY|BUNDLE.tar.xz [LOG_DIR]}")"
@@ -49,6 +51,25 @@ for so in "${wanted[@]}"; do
   fi
   libdirs+=("$(dirname "$found")")
 done
+# cuDNN 9 for the cudnn build (PyTorch's wheels carry it); without it that build's steps are
+# skipped.
+cudnn_bin="$(dirname "$bin")/turbovsr-cudnn"
+if [ -x "$cudnn_bin" ]; then
+  found=""
+  for d in "${search[@]}"; do
+    [ -d "$d" ] || continue
+    found="$(find "$d" -maxdepth 5 -name libcudnn.so.9 -print -quit 2>/dev/null || true)"
+    [ -n "$found" ] && break
+  done
+  if [ -n "$found" ]; then
+    libdirs+=("$(dirname "$found")")
+  else
+    echo "gpu-run: libcudnn.so.9 not found; skipping the cuDNN build's steps"
+    cudnn_bin=""
+  fi
+else
+  cudnn_bin=""
+fi
 # GStreamer and GLib as scripts/gpu.sh staged them next to the binary.
 [ -d "$(dirname "$bin")/lib" ] && libdirs+=("$(dirname "$bin")/lib")
 LD_LIBRARY_PATH="$(printf '%s\n' "${libdirs[@]}" | awk '!seen[$0]++' | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -65,7 +86,7 @@ failed=()
 run() {
   echo "+ $*"
   local t0=$SECONDS
-  "$@" || { echo "gpu-run: FAILED (exit $?): $*"; failed+=("$1 $2"); }
+  "$@" || { echo "gpu-run: FAILED (exit $?): $*"; failed+=("$*"); }
   echo "  ($((SECONDS - t0)) s)"
 }
 date -u
@@ -86,8 +107,19 @@ run "$bin" bench --model "$model" --device cuda --precision bf16 \
 # What the f32 VAE costs: the same window with the VAE in bf16 (1 step, the VAE's largest share).
 run "$bin" bench --model "$model" --device cuda --precision bf16 --vae-precision bf16 \
   --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1 --runs 1
+# The convolutions through cuDNN: parity (strict f32 with TF32 turned off; bf16 as the pipeline
+# runs it, where cuDNN may use TF32 for the f32 VAE), then the same 1-step window, whose encode
+# and decode compare with the lines above.
+if [ -n "$cudnn_bin" ]; then
+  run env NVIDIA_TF32_OVERRIDE=0 "$cudnn_bin" parity --fixtures tests/fixtures --device cuda \
+    --precision f32 --tolerance 1e-3
+  run "$cudnn_bin" parity --fixtures tests/fixtures --device cuda --precision bf16 --tolerance 2e-2
+  run "$cudnn_bin" bench --model "$model" --device cuda --precision bf16 \
+    --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1 --runs 1
+fi
 date -u
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "gpu-run: ${#failed[@]} step(s) failed: ${failed[*]}" >&2
+  echo "gpu-run: ${#failed[@]} step(s) failed:" >&2
+  printf '  %s\n' "${failed[@]}" >&2
   exit 1
 fi

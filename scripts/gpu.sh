@@ -14,19 +14,22 @@ bin="$(CUDA_CLIPPY=0 scripts/build-cuda.sh | tail -1)"
 # device tool carries at most 64 MiB, so the two travel as one xz archive.
 rm -rf .gpu/stage .gpu/carry && mkdir -p .gpu/stage/lib .gpu/carry
 objcopy --strip-debug "$bin" .gpu/stage/turbovsr
+# The cuDNN build (build-cuda.sh keeps it beside the other): gpu-run.sh compares the two.
+objcopy --strip-debug "$bin-cudnn" .gpu/stage/turbovsr-cudnn
 ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' \
-  | grep -vE '/(libc|libm|libgcc_s|libstdc\+\+|libcuda|libcudart|libcublas|libcublasLt|libcurand)\.so' \
+  | grep -vE '/(libc|libm|libgcc_s|libstdc\+\+|libcuda|libcudart|libcublas|libcublasLt|libcurand|libcudnn)\.so' \
   | xargs -r cp -L -t .gpu/stage/lib
-tar -C .gpu/stage -cf - turbovsr lib | xz -T"$(nproc)" -6 > .gpu/carry/turbovsr.tar.xz
+tar -C .gpu/stage -cf - turbovsr turbovsr-cudnn lib | xz -T"$(nproc)" -6 > .gpu/carry/turbovsr.tar.xz
 echo "gpu: staged .gpu/carry/turbovsr.tar.xz ($(du -h .gpu/carry/turbovsr.tar.xz | cut -f1)):" \
-  "the binary and $(ls .gpu/stage/lib | wc -l) libraries"
+  "the binaries (cuda, cudnn) and $(ls .gpu/stage/lib | wc -l) libraries"
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   exec scripts/gpu-run.sh .gpu/stage/turbovsr out/gpu
 fi
 cat <<'MSG'
 gpu: no GPU on this machine. From a session lent a GPU machine, call the device tool's run with
-  command: scripts/gpu-run.sh .gpu/carry/turbovsr.tar.xz "$OUT"
+  command: BENCH_RUNS=1 scripts/gpu-run.sh .gpu/carry/turbovsr.tar.xz "$OUT"
   carry:   [".gpu/carry"]
   timeout_s: 600
+(BENCH_RUNS=1: one later window per steps value, so that every step fits a 15-minute lease)
 and record $OUT/gpu.log's lines, with the card, in BENCHMARKS.md's "CUDA" section.
 MSG
