@@ -14,7 +14,7 @@
 #    frame by stage, TFLOP/s against the stages' matmul FLOPs, peak device memory; then 1 step
 #    with the VAE in bf16, for the f32 VAE's cost;
 # 4. with the cuDNN build (turbovsr-cudnn beside the binary, when the machine has cuDNN 9):
-#    parity, and the 1-step window again.
+#    parity (after step 1), and the 1-step window again (last).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(realpath "${1:?usage: scripts/gpu-run.sh TURBOVSR_BINARY|BUNDLE.tar.xz [LOG_DIR]}")"
@@ -95,10 +95,18 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
 ldd "$bin" | grep -E "cuda|cublas|curand|nvrtc"
 run "$bin" parity --fixtures tests/fixtures --device cuda --precision f32 --tolerance 1e-3
 run "$bin" parity --fixtures tests/fixtures --device cuda --precision bf16 --tolerance 2e-2
+# The convolutions through cuDNN (parity first: seconds, and it says whether that build works):
+# strict f32 with TF32 turned off, and bf16 as the pipeline runs it, where cuDNN may use TF32
+# for the f32 VAE.
+if [ -n "$cudnn_bin" ]; then
+  run env NVIDIA_TF32_OVERRIDE=0 "$cudnn_bin" parity --fixtures tests/fixtures --device cuda \
+    --precision f32 --tolerance 1e-3
+  run "$cudnn_bin" parity --fixtures tests/fixtures --device cuda --precision bf16 --tolerance 2e-2
+fi
 model="${TMPDIR:-/tmp}/turbovsr-ltx-2b"
 [ -f "$model/turbovsr.json" ] || run "$bin" make-test-model "$model" --preset ltx-2b
 # 4 steps first: the real-time target is stated at 4 steps. One stream: its first window at 4
-# steps, then later windows at 4, 2 and 1, and one profiled window at 4 steps (device time per
+# steps, then later windows at 4, 2 and 1, and one profiled window at 1 step (device time per
 # part of the model; no profiler is needed on the GPU machine). The VAE runs in f32
 # (vae-precision auto).
 run "$bin" bench --model "$model" --device cuda --precision bf16 \
@@ -107,13 +115,8 @@ run "$bin" bench --model "$model" --device cuda --precision bf16 \
 # What the f32 VAE costs: the same window with the VAE in bf16 (1 step, the VAE's largest share).
 run "$bin" bench --model "$model" --device cuda --precision bf16 --vae-precision bf16 \
   --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1 --runs 1
-# The convolutions through cuDNN: parity (strict f32 with TF32 turned off; bf16 as the pipeline
-# runs it, where cuDNN may use TF32 for the f32 VAE), then the same 1-step window, whose encode
-# and decode compare with the lines above.
+# The cuDNN build's 1-step window, whose encode and decode compare with the lines above.
 if [ -n "$cudnn_bin" ]; then
-  run env NVIDIA_TF32_OVERRIDE=0 "$cudnn_bin" parity --fixtures tests/fixtures --device cuda \
-    --precision f32 --tolerance 1e-3
-  run "$cudnn_bin" parity --fixtures tests/fixtures --device cuda --precision bf16 --tolerance 2e-2
   run "$cudnn_bin" bench --model "$model" --device cuda --precision bf16 \
     --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1 --runs 1
 fi
