@@ -579,6 +579,29 @@ fn the_color_fix_property_reaches_the_processor() {
 }
 
 #[test]
+fn the_vae_precision_property_reaches_the_processor() {
+    // The VAE in bf16 (on the CPU, its gemms widened as cuBLAS does) rounds where the default
+    // f32 VAE does not: the same frames and timestamps come out, close but not equal.
+    let f32_vae = run_pipeline(9, "window=9 overlap=1 steps=1");
+    let bf16_vae = run_pipeline(9, "window=9 overlap=1 steps=1 vae-precision=bf16");
+    assert_eq!(f32_vae.len(), 9);
+    assert_eq!(bf16_vae.len(), 9);
+    let (mut sum, mut n, mut differ) = (0f64, 0usize, 0usize);
+    for ((pts_a, a), (pts_b, b)) in f32_vae.iter().zip(&bf16_vae) {
+        assert_eq!(pts_a, pts_b);
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            sum += (*x as f64 - *y as f64).abs();
+            n += 1;
+            differ += usize::from(x != y);
+        }
+    }
+    let mean = sum / n as f64;
+    assert!(differ > 0, "bf16 rounding should change some bytes");
+    assert!(mean < 2.0, "mean byte difference {mean}");
+}
+
+#[test]
 fn a_model_producing_nan_is_an_error_naming_the_window_and_nothing_is_pushed() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
