@@ -30,9 +30,9 @@ use crate::model::transformer::cpu_kernels::{fast_exp_with, softmax_last_dim};
 pub const DEFAULT_MAX_SCORE_ELEMS: usize = 4 << 20;
 
 /// The budget on a GPU (128 Mi values, 512 MiB of f32 scores; with the softmax's temporaries
-/// about 2 GiB at once). The CPU budget above would cut a 1080p tile of LTX-2B (32 heads, 8,192
-/// tokens) into 512 chunks of 16 query rows per layer, each a chain of about eight kernel
-/// launches around two thin gemms; this one makes 16 chunks of 512 rows.
+/// about 2 GiB at once). The CPU budget above would cut a 1080p tile of LTX-2B (32 heads, 7
+/// latent frames of 32 x 32 tokens) into 399 chunks of 18 query rows per layer, each a chain of
+/// about eight kernel launches around two thin gemms; this one makes 13 chunks of 585 rows.
 pub const DEVICE_MAX_SCORE_ELEMS: usize = 128 << 20;
 
 /// The score budget for attention on `device`: cache-sized on the CPU, where the fused kernel
@@ -826,26 +826,22 @@ mod tests {
         Ok(())
     }
 
-    /// A 1080p tile of LTX-2B (32 heads, 7 + 1 latent frames of 32 x 32 tokens) on a GPU runs in
-    /// 16 query chunks of whole rows; the CPU's cache-sized budget would make 512.
+    /// A 1080p tile of LTX-2B (32 heads; a 49-frame window is 7 latent frames, the tile 32 x 32
+    /// tokens each) on a GPU runs in 13 query chunks of whole rows; the CPU's cache-sized budget
+    /// would make 399.
     #[test]
     fn the_device_budget_runs_a_1080p_tile_in_few_chunks() {
         assert_eq!(
             default_max_score_elems(&Device::Cpu),
             DEFAULT_MAX_SCORE_ELEMS
         );
-        let tokens = 8 * 32 * 32;
+        let tokens = 7 * 32 * 32;
         let gpu = ChunkSizes::for_budget(32, tokens, tokens, DEVICE_MAX_SCORE_ELEMS);
-        assert_eq!(
-            gpu,
-            ChunkSizes {
-                query: 512,
-                key: tokens
-            }
-        );
-        assert_eq!(tokens.div_ceil(gpu.query), 16);
+        assert_eq!((gpu.query, gpu.key), (585, tokens));
+        assert_eq!(tokens.div_ceil(gpu.query), 13);
         let cpu = ChunkSizes::for_budget(32, tokens, tokens, DEFAULT_MAX_SCORE_ELEMS);
-        assert_eq!(tokens.div_ceil(cpu.query), 512);
+        assert_eq!((cpu.query, cpu.key), (18, tokens));
+        assert_eq!(tokens.div_ceil(cpu.query), 399);
     }
 
     #[test]
