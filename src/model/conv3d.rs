@@ -1,10 +1,11 @@
 //! 3D convolution for candle, which has none, and LTX-Video's causal / replicate-padded wrapper.
 //!
-//! Two paths: on the CPU, our own im2col (row-wise `memcpy`s, the replicate time padding
-//! folded into the frame index, chunked over output frames to bound memory) + one GEMM per chunk
-//! (half precision widened to f32 for the gemm and rounded back, as cuBLAS does); elsewhere
-//! (CUDA) the temporal taps are folded into the channels of one candle `conv2d`. candle's CPU conv2d im2col copies element by element and took half of the VAE's time,
-//! hence the first path.
+//! Two paths: on the CPU, our own im2col (row-wise `memcpy`s, the replicate time padding folded
+//! into the frame index, chunked over output frames to bound memory) + one GEMM per chunk (half
+//! precision widened to f32 for the gemm and rounded back, as cuBLAS does); elsewhere (CUDA) the
+//! temporal taps are folded into the channels of one candle `conv2d` (im2col + cuBLAS, or cuDNN
+//! with the `cudnn` feature). candle's CPU conv2d im2col copies element by element and took half
+//! of the VAE's time, hence the first path.
 //!
 //! Mirrors `LTXVideoCausalConv3d` of diffusers 0.42.1
 //! (`diffusers/models/autoencoders/autoencoder_kl_ltx.py`): the frames are padded by repeating the

@@ -185,9 +185,10 @@ pub struct LoadedModel {
     vae_dtype: DType,
 }
 
-/// What makes two loads the same model: the checkpoint's canonical path, the device, the
-/// two precisions (transformer, VAE), the prompt file, and the size and modification time of every file under the
-/// checkpoint and of the prompt file (weights changed on disk are loaded again, not reused).
+/// What makes two loads the same model: the checkpoint's canonical path, the device, the two
+/// precisions (transformer, VAE), the prompt file, and the size and modification time of every
+/// file under the checkpoint and of the prompt file (weights changed on disk are loaded again,
+/// not reused).
 type ModelKey = (
     PathBuf,
     String,
