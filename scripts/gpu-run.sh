@@ -14,7 +14,8 @@
 #    frame by stage, TFLOP/s against the stages' matmul FLOPs, peak device memory; then 1 step
 #    with the VAE in bf16, for the f32 VAE's cost;
 # 4. with the cuDNN build (turbovsr-cudnn beside the binary, when the machine has cuDNN 9):
-#    parity (after step 1), and the 1-step window again (last).
+#    parity (after step 1), and the 1-step window again;
+# 5. the 1-step window with one spatial tile for the whole frame (tile-size 64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(realpath "${1:?usage: scripts/gpu-run.sh TURBOVSR_BINARY|BUNDLE.tar.xz [LOG_DIR]}")"
@@ -120,6 +121,11 @@ if [ -n "$cudnn_bin" ]; then
   run "$cudnn_bin" bench --model "$model" --device cuda --precision bf16 \
     --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1 --runs 1
 fi
+# One tile for the whole frame (34 x 60 latents) instead of 6 overlapping 32 x 32 tiles: 0.44x
+# the video stage's FLOPs by src/model/flops.rs's count (93.8 against 212.2 TFLOP per step), with
+# attention rows twice as long.
+run "$bin" bench --model "$model" --device cuda --precision bf16 --tile-size 64 \
+  --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1 --runs 1
 date -u
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu-run: ${#failed[@]} step(s) failed:" >&2
