@@ -274,21 +274,15 @@ mod tests {
                 assert_eq!(got, &want, "{format:?}");
             }
         }
-        let alpha = FrameLayout::new(PixelFormat::Rgba, 15, 9);
-        let e = format!(
-            "{}",
-            engine
-                .run_to_layout(&window(), &alpha, &cancel)
-                .unwrap_err()
-        );
+        let mut error_for = |layout: FrameLayout| {
+            let e = engine
+                .run_to_layout(&window(), &layout, &cancel)
+                .unwrap_err();
+            format!("{e}")
+        };
+        let e = error_for(FrameLayout::new(PixelFormat::Rgba, 15, 9));
         assert!(e.contains("RGBA has alpha"), "{e}");
-        let other_size = FrameLayout::new(PixelFormat::I420, 16, 9);
-        let e = format!(
-            "{}",
-            engine
-                .run_to_layout(&window(), &other_size, &cancel)
-                .unwrap_err()
-        );
+        let e = error_for(FrameLayout::new(PixelFormat::I420, 16, 9));
         assert!(e.contains("15x9, the output layout 16x9"), "{e}");
     }
 }
