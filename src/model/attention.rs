@@ -29,8 +29,8 @@ use crate::model::transformer::cpu_kernels::{fast_exp_with, softmax_last_dim};
 /// zeroed by the kernel each time).
 pub const DEFAULT_MAX_SCORE_ELEMS: usize = 4 << 20;
 
-/// The budget on a GPU (128 Mi values, 512 MiB of f32 scores; with the softmax's temporaries
-/// about 2 GiB at once). The CPU budget above would cut a 1080p tile of LTX-2B (32 heads, 7
+/// The budget on a GPU (128 Mi values: at most 512 MiB of f32 scores per block, plus the
+/// softmax's copies of it). The CPU budget above would cut a 1080p tile of LTX-2B (32 heads, 7
 /// latent frames of 32 x 32 tokens) into 399 chunks of 18 query rows per layer, each a chain of
 /// about eight kernel launches around two thin gemms; this one makes 13 chunks of 585 rows.
 pub const DEVICE_MAX_SCORE_ELEMS: usize = 128 << 20;
