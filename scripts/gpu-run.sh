@@ -8,14 +8,19 @@
 #   BENCH_RUNS=N   later windows timed per steps value (default 2; 1 fits a short device budget)
 #
 # 1. the parity fixtures on CUDA against the CPU: f32 within 1e-3, bf16 within 2e-2 (the
-#    transformer in bf16, the VAE in f32: `vae-precision` auto);
-# 2. the `ltx-2b` test model (random weights with LTX-Video 2B's shapes);
-# 3. one 49-frame 1080p window (1920x1080 from 480x270) at 4, 2 and 1 steps: ms per output
-#    frame by stage, TFLOP/s against the stages' matmul FLOPs, peak device memory; then 1 step
-#    with the VAE in bf16, for the f32 VAE's cost;
-# 4. with the cuDNN build (turbovsr-cudnn beside the binary, when the machine has cuDNN 9):
-#    parity (after step 1), and the 1-step window again;
-# 5. the 1-step window with one spatial tile for the whole frame (tile-size 64).
+#    transformer in bf16, the VAE in f32: `vae-precision` auto), and the attention checks at head
+#    sizes 64 and 128, which in bf16 run the fused attention kernel; when the bf16 pass fails,
+#    the later steps keep the portable attention (TURBOVSR_ATTENTION=portable);
+# 2. with the cuDNN build (turbovsr-cudnn beside the binary, when the machine has cuDNN 9):
+#    parity in strict f32;
+# 3. the `ltx-2b` test model (random weights with LTX-Video 2B's shapes);
+# 4. one 49-frame 1080p window (1920x1080 from 480x270) at 4, 2 and 1 steps: ms per output
+#    frame by stage, TFLOP/s against the stages' matmul FLOPs, peak device memory, and a
+#    profiled 1-step window (device time per part of the model);
+# 5. one transformer evaluation on a bench tile, diffusers (PyTorch) against ours with the fused
+#    and with the portable attention, side by side (scripts/bench/gpu-reference.sh);
+# 6. the 1-step window with the cuDNN build, with one spatial tile for the whole frame
+#    (tile-size 64), and with the VAE in bf16 (what the f32 VAE costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(realpath "${1:?usage: scripts/gpu-run.sh TURBOVSR_BINARY|BUNDLE.tar.xz [LOG_DIR]}")"
@@ -95,37 +100,41 @@ ldd --version | sed -n 1p
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
 ldd "$bin" | grep -E "cuda|cublas|curand|nvrtc"
 run "$bin" parity --fixtures tests/fixtures --device cuda --precision f32 --tolerance 1e-3
+before=${#failed[@]}
 run "$bin" parity --fixtures tests/fixtures --device cuda --precision bf16 --tolerance 2e-2
-# The convolutions through cuDNN (parity first: seconds, and it says whether that build works):
-# strict f32 with TF32 turned off, and bf16 as the pipeline runs it, where cuDNN may use TF32
-# for the f32 VAE.
+if [ ${#failed[@]} -gt "$before" ]; then
+  echo "gpu-run: the bf16 parity failed; the steps below keep the portable attention"
+  export TURBOVSR_ATTENTION=portable
+fi
+echo "attention: ${TURBOVSR_ATTENTION:-fused} (TURBOVSR_ATTENTION)"
+# The convolutions through cuDNN, in strict f32 (TF32 off): seconds, and it says whether that
+# build works before its window below.
 if [ -n "$cudnn_bin" ]; then
   run env NVIDIA_TF32_OVERRIDE=0 "$cudnn_bin" parity --fixtures tests/fixtures --device cuda \
     --precision f32 --tolerance 1e-3
-  run "$cudnn_bin" parity --fixtures tests/fixtures --device cuda --precision bf16 --tolerance 2e-2
 fi
 model="${TMPDIR:-/tmp}/turbovsr-ltx-2b"
 [ -f "$model/turbovsr.json" ] || run "$bin" make-test-model "$model" --preset ltx-2b
+window=(--width 1920 --height 1080 --scale 4 --window 49 --overlap 9)
 # 4 steps first: the real-time target is stated at 4 steps. One stream: its first window at 4
-# steps, then later windows at 4, 2 and 1, and one profiled window at 1 step (device time per
-# part of the model; no profiler is needed on the GPU machine). The VAE runs in f32
-# (vae-precision auto).
-run "$bin" bench --model "$model" --device cuda --precision bf16 \
-  --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 4,2,1 --runs "${BENCH_RUNS:-2}" \
-  --profile
-# What the f32 VAE costs: the same window with the VAE in bf16 (1 step, the VAE's largest share).
-run "$bin" bench --model "$model" --device cuda --precision bf16 --vae-precision bf16 \
-  --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1 --runs 1
+# steps, then later windows at 4, 2 and 1, and one profiled window at 1 step. The VAE runs in
+# f32 (vae-precision auto).
+run "$bin" bench --model "$model" --device cuda --precision bf16 "${window[@]}" --steps 4,2,1 \
+  --runs "${BENCH_RUNS:-2}" --profile
+# The transformer alone against the reference, same machine, same run.
+run scripts/bench/gpu-reference.sh "$bin" "${TMPDIR:-/tmp}/turbovsr-gpu-reference"
 # The cuDNN build's 1-step window, whose encode and decode compare with the lines above.
 if [ -n "$cudnn_bin" ]; then
-  run "$cudnn_bin" bench --model "$model" --device cuda --precision bf16 \
-    --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1 --runs 1
+  run "$cudnn_bin" bench --model "$model" --device cuda --precision bf16 "${window[@]}" --steps 1 --runs 1
 fi
 # One tile for the whole frame (34 x 60 latents) instead of 6 overlapping 32 x 32 tiles: 0.44x
 # the video stage's FLOPs by src/model/flops.rs's count (93.8 against 212.2 TFLOP per step), with
 # attention rows twice as long.
-run "$bin" bench --model "$model" --device cuda --precision bf16 --tile-size 64 \
-  --width 1920 --height 1080 --scale 4 --window 49 --overlap 9 --steps 1 --runs 1
+run "$bin" bench --model "$model" --device cuda --precision bf16 --tile-size 64 "${window[@]}" \
+  --steps 1 --runs 1
+# What the f32 VAE costs: the same window with the VAE in bf16.
+run "$bin" bench --model "$model" --device cuda --precision bf16 --vae-precision bf16 "${window[@]}" \
+  --steps 1 --runs 1
 date -u
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu-run: ${#failed[@]} step(s) failed:" >&2

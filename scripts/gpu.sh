@@ -22,6 +22,19 @@ ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' \
 tar -C .gpu/stage -cf - turbovsr turbovsr-cudnn lib | xz -T"$(nproc)" -6 > .gpu/carry/turbovsr.tar.xz
 echo "gpu: staged .gpu/carry/turbovsr.tar.xz ($(du -h .gpu/carry/turbovsr.tar.xz | cut -f1)):" \
   "the binaries (cuda, cudnn) and $(ls .gpu/stage/lib | wc -l) libraries"
+# scripts/bench/gpu-reference.sh times diffusers' transformer there, and the GPU machine's image
+# (Python 3.12, no network) lacks diffusers: its wheel travels, with those of its runtime
+# requirements the image lacks (the rest, torch, numpy, safetensors, huggingface-hub, ..., are
+# there). Pure-python wheels, pinned; --no-deps, so every one is named.
+pip=(python3 -m pip)
+"${pip[@]}" --version >/dev/null 2>&1 || pip=(/work/venv-ref/bin/python -m pip)
+for wheel in diffusers==0.42.1 importlib-metadata==10.2.0 lazy-importer==0.1.0; do
+  "${pip[@]}" download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform any -d .gpu/carry/whl "$wheel"
+done
+echo "gpu: staged .gpu/carry/whl ($(du -ch .gpu/carry/whl/*.whl | tail -1 | cut -f1)):" \
+  "$(cd .gpu/carry/whl && ls *.whl | tr '\n' ' ')"
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   exec scripts/gpu-run.sh .gpu/stage/turbovsr out/gpu
 fi

@@ -134,6 +134,78 @@ fn run_transformer(dir: &Path, device: &Device, dtype: DType) -> Result<Vec<(Str
         .collect()
 }
 
+/// Deterministic values in [-2, 2) of `shape` (a small LCG): the attention checks' inputs, the
+/// same on every machine.
+fn lcg_tensor(shape: &[usize], seed: u64) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect();
+    Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
+}
+
+/// The attention kernel on `device` in `dtype` against the CPU's f32 attention of the same
+/// (rounded) inputs, at the shapes the fixtures do not reach: head sizes 64 and 128 (the fused
+/// CUDA kernel's; the transformer fixtures have heads of 4), lengths that are not a multiple of
+/// its tiles, a masking key bias, and q/k/v as head views of (b, len, heads, d) memory, as the
+/// transformer passes them.
+fn attention_results(device: &Device, dtype: DType) -> Result<Vec<ParityResult>> {
+    use crate::model::attention::{attention, default_max_score_elems};
+    // (label, batch, heads, q_len, kv_len, head size, masked keys)
+    let cases = [
+        ("self d64", 2, 4, 1000, 1000, 64, 0),
+        ("cross d64 masked", 2, 4, 333, 77, 64, 20),
+        ("self d128", 1, 2, 300, 300, 128, 0),
+    ];
+    let mut results = Vec::new();
+    for (i, &(label, b, heads, q_len, kv_len, d, masked)) in cases.iter().enumerate() {
+        let seed = 3 * i as u64;
+        // (b, len, heads, d) -> (b, heads, len, d) views, rounded to `dtype` once for both sides
+        let make = |len: usize, s: u64| -> Result<Tensor> {
+            Ok(lcg_tensor(&[b, len, heads, d], s)?.to_dtype(dtype)?)
+        };
+        let (q, k, v) = (make(q_len, seed)?, make(kv_len, seed + 1)?, make(kv_len, seed + 2)?);
+        let bias = (masked > 0)
+            .then(|| -> Result<Tensor> {
+                let row: Vec<f32> = (0..kv_len)
+                    .map(|j| if j + masked >= kv_len { -10_000.0 } else { 0.0 })
+                    .collect();
+                Ok(Tensor::from_vec(row, (1, kv_len), &Device::Cpu)?.repeat((b, 1))?)
+            })
+            .transpose()?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let run = |dev: &Device, t: DType| -> Result<Tensor> {
+            let view = |x: &Tensor| -> Result<Tensor> {
+                Ok(x.to_dtype(t)?.to_device(dev)?.transpose(1, 2)?)
+            };
+            let bias = bias.as_ref().map(|x| x.to_device(dev)).transpose()?;
+            let out = attention(
+                &view(&q)?,
+                &view(&k)?,
+                &view(&v)?,
+                bias.as_ref(),
+                scale,
+                default_max_score_elems(dev),
+            )?;
+            to_cpu_f32(&out)
+        };
+        let want = run(&Device::Cpu, DType::F32)?;
+        let have = run(device, dtype)?;
+        results.push(ParityResult {
+            name: format!("attention/{label} {b}x{heads}x{q_len}x{kv_len} out"),
+            shape: want.dims().to_vec(),
+            rel_l2: relative_l2(&have, &want)?,
+        });
+    }
+    Ok(results)
+}
+
 /// The fixture folders under `fixtures`: (label, folder, is_vae), sorted.
 fn fixture_dirs(fixtures: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
     let mut dirs = Vec::new();
@@ -162,15 +234,15 @@ fn fixture_dirs(fixtures: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
     Ok(dirs)
 }
 
-/// Runs every fixture on `device` (the transformer's in `dtype`, the VAE's in `vae_dtype`) and on
-/// the CPU in f32; returns each output's error.
+/// Runs the attention checks and every fixture on `device` (the transformer's and the attention's
+/// in `dtype`, the VAE's in `vae_dtype`) and on the CPU in f32; returns each output's error.
 pub fn compare(
     fixtures: &Path,
     device: &Device,
     dtype: DType,
     vae_dtype: DType,
 ) -> Result<Vec<ParityResult>> {
-    let mut results = Vec::new();
+    let mut results = attention_results(device, dtype).context("the attention checks")?;
     for (label, dir, is_vae) in fixture_dirs(fixtures)? {
         let dtype = if is_vae { vae_dtype } else { dtype };
         let run = |d: &Device, t: DType| {
@@ -291,6 +363,26 @@ mod tests {
         assert!(vae_bf16 > 2e-2, "{vae_bf16}");
         let vae_f16 = worst(DType::F32, DType::F16, "vae/");
         assert!(vae_f16 < 1e-2, "{vae_f16}");
+    }
+
+    /// The attention checks reach the fused CUDA kernel's shapes (head sizes 64 and 128, a
+    /// masked cross-attention, lengths off its tiles); on the CPU, bf16 inputs differ from the f32
+    /// run only by the output's rounding, f32 not at all.
+    #[test]
+    fn the_attention_checks_cover_the_cuda_kernels_shapes() {
+        let bf16 = attention_results(&Device::Cpu, DType::BF16).unwrap();
+        let names: Vec<&str> = bf16.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names.iter().all(|n| n.starts_with("attention/")), "{names:?}");
+        assert_eq!(bf16[0].shape, vec![2, 4, 1000, 64]);
+        assert_eq!(bf16[1].shape, vec![2, 4, 333, 64]);
+        assert_eq!(bf16[2].shape, vec![1, 2, 300, 128]);
+        for r in &bf16 {
+            assert!(r.rel_l2 > 1e-4 && r.rel_l2 < 4e-3, "{} {}", r.name, r.rel_l2);
+        }
+        for r in attention_results(&Device::Cpu, DType::F32).unwrap() {
+            assert!(r.rel_l2 < 1e-6, "{} {}", r.name, r.rel_l2);
+        }
     }
 
     #[test]

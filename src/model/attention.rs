@@ -12,9 +12,12 @@
 //!   `Q K^T` gemm, the softmax and the `P V` gemm (the `gemm` crate candle itself uses, called
 //!   single-threaded per tile), reading q, k and v in place and writing the output rows directly.
 //!   It is f32 throughout; bf16 and f16 inputs are converted to f32 first.
-//! - On other devices, [`generic_chunked_attention`] does the same from candle tensor ops. Scores,
-//!   softmax and the running statistics are f32 whatever the input dtype; the two matmuls run in
-//!   the input dtype.
+//! - On CUDA, bf16 and f16 inputs with a head size of 64 or 128 run one fused kernel
+//!   (`crate::model::cuda::flash_attention`, the `cuda` feature): tiles of queries against tiles
+//!   of keys on the tensor cores, with the online softmax in f32 and no scores in device memory.
+//! - Otherwise (other devices, f32 on CUDA, other head sizes, or `TURBOVSR_ATTENTION=portable`),
+//!   [`generic_chunked_attention`] does the same from candle tensor ops. Scores, softmax and the
+//!   running statistics are f32 whatever the input dtype; the two matmuls run in the input dtype.
 
 use candle_core::{
     CpuStorage, CustomOp3, DType, Device, IndexOp, Layout, Result, Shape, Tensor, D,
@@ -112,8 +115,30 @@ pub fn attention(
             fused_tiles(q_len, kv_len, max_score_elems),
         );
     }
+    #[cfg(feature = "cuda")]
+    if fused_on_devices()
+        && !crate::model::autograd::enabled()
+        && crate::model::cuda::flash_attention_supports(q, k, v)
+    {
+        return crate::model::cuda::flash_attention(q, k, v, bias, scale);
+    }
     let chunks = ChunkSizes::for_budget(heads, q_len, kv_len, max_score_elems);
     generic_chunked_attention(q, k, v, bias, scale, chunks)
+}
+
+/// Whether [`attention`] runs the fused CUDA kernel (`crate::model::cuda::flash_attention`) where
+/// it applies (bf16/f16, head size 64 or 128): yes unless `TURBOVSR_ATTENTION=portable`, which
+/// keeps the chunked candle-ops path, for comparing the two (`scripts/gpu-run.sh`).
+pub fn fused_on_devices() -> bool {
+    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FUSED.get_or_init(|| match std::env::var("TURBOVSR_ATTENTION").as_deref() {
+        Ok("portable") => false,
+        Ok("fused") | Err(_) => true,
+        Ok(other) => {
+            eprintln!("turbovsr: TURBOVSR_ATTENTION={other:?} is not portable or fused; using fused");
+            true
+        }
+    })
 }
 
 /// [`attention`] with explicit chunk sizes (the tests use small ones to exercise every path). On

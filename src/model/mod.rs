@@ -5,6 +5,8 @@ pub mod attention;
 pub mod autograd;
 pub mod checkpoint;
 pub mod conv3d;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod flops;
 pub mod forward;
 pub mod profile;
