@@ -12,15 +12,16 @@
 # BIN, a `--features cuda` build of turbovsr, runs. diffusers is not in that machine's image: it
 # is installed from the wheels scripts/gpu.sh puts in .gpu/carry/whl. Environment:
 #   REPEAT=5            timed forwards on each side, after warm-up
-#   GPU_REF_BOTH=1      run ours twice, with TURBOVSR_ATTENTION=portable and =fused; with 0, once,
-#                       with TURBOVSR_ATTENTION as it is in the environment
+#   GPU_REF_ATTENTION="portable wmma mma"
+#                       run ours once per TURBOVSR_ATTENTION value listed (src/model/attention.rs);
+#                       empty: once, with TURBOVSR_ATTENTION as it is in the environment
 #   PYTHON=python3      the interpreter that has torch
 set -euo pipefail
 BIN="$(realpath "$1")"
 WORKDIR="$(realpath -m "$2")"
 cd "$(dirname "$0")/../.."
 REPEAT="${REPEAT:-5}"
-BOTH="${GPU_REF_BOTH:-1}"
+ATTENTION="${GPU_REF_ATTENTION-portable wmma mma}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$WORKDIR"
 # The saved model is 4 GB of bf16 weights; the installed wheels are of no use after the run.
@@ -89,9 +90,10 @@ print(
 PY
 }
 
-if [[ "$BOTH" == 1 ]]; then
-    TURBOVSR_ATTENTION=portable ours portable
-    TURBOVSR_ATTENTION=fused ours fused
+if [[ -n "$ATTENTION" ]]; then
+    for choice in $ATTENTION; do
+        TURBOVSR_ATTENTION="$choice" ours "$choice"
+    done
 else
     ours "${TURBOVSR_ATTENTION:-default}"
 fi

@@ -116,27 +116,54 @@ pub fn attention(
         );
     }
     #[cfg(feature = "cuda")]
-    if fused_on_devices()
-        && !crate::model::autograd::enabled()
-        && crate::model::cuda::flash_attention_supports(q, k, v)
-    {
-        return crate::model::cuda::flash_attention(q, k, v, bias, scale);
+    if let Some(kernel) = device_attention().kernel() {
+        if !crate::model::autograd::enabled()
+            && crate::model::cuda::flash_attention_supports(q, k, v)
+        {
+            return crate::model::cuda::flash_attention(q, k, v, bias, scale, kernel);
+        }
     }
     let chunks = ChunkSizes::for_budget(heads, q_len, kv_len, max_score_elems);
     generic_chunked_attention(q, k, v, bias, scale, chunks)
 }
 
-/// Whether [`attention`] runs the fused CUDA kernel (`crate::model::cuda::flash_attention`) where
-/// it applies (bf16/f16, head size 64 or 128): yes unless `TURBOVSR_ATTENTION=portable`, which
-/// keeps the chunked candle-ops path, for comparing the two (`scripts/gpu-run.sh`).
-pub fn fused_on_devices() -> bool {
-    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FUSED.get_or_init(|| match std::env::var("TURBOVSR_ATTENTION").as_deref() {
-        Ok("portable") => false,
-        Ok("fused") | Err(_) => true,
+/// The attention on CUDA for the inputs the fused kernels take (bf16/f16, head size 64 or 128),
+/// chosen by `TURBOVSR_ATTENTION`: `fused` (the default) or `mma`, the register-resident kernel;
+/// `wmma`, the first fused kernel, its scores and output through shared memory; `portable`, the
+/// chunked candle-ops path. `scripts/gpu-run.sh` compares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceAttention {
+    Portable,
+    Wmma,
+    Mma,
+}
+
+impl DeviceAttention {
+    /// The fused kernel this choice runs, if any.
+    #[cfg(feature = "cuda")]
+    fn kernel(self) -> Option<crate::model::cuda::FlashKernel> {
+        use crate::model::cuda::FlashKernel;
+        match self {
+            Self::Portable => None,
+            Self::Wmma => Some(FlashKernel::Wmma),
+            Self::Mma => Some(FlashKernel::Mma),
+        }
+    }
+}
+
+/// The process's [`DeviceAttention`], read from `TURBOVSR_ATTENTION` once.
+pub fn device_attention() -> DeviceAttention {
+    static CHOICE: std::sync::OnceLock<DeviceAttention> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| match std::env::var("TURBOVSR_ATTENTION").as_deref() {
+        Ok("portable") => DeviceAttention::Portable,
+        Ok("wmma") => DeviceAttention::Wmma,
+        Ok("fused") | Ok("mma") | Err(_) => DeviceAttention::Mma,
         Ok(other) => {
-            eprintln!("turbovsr: TURBOVSR_ATTENTION={other:?} is not portable or fused; using fused");
-            true
+            eprintln!(
+                "turbovsr: TURBOVSR_ATTENTION={other:?} is not fused, mma, wmma or portable; \
+                 using fused"
+            );
+            DeviceAttention::Mma
         }
     })
 }

@@ -2,17 +2,47 @@
 //! and loaded into candle's CUDA context on first use.
 //!
 //! - [`flash_attention`]: fused attention (`flash_attention.cu`): Q K^T, the online softmax and
-//!   P V in one kernel per call, on the tensor cores, with no score matrix in device memory.
+//!   P V in one kernel per call, on the tensor cores, with no score matrix in device memory. Two
+//!   kernels ([`FlashKernel`]): `Mma`, the default, and `Wmma`, the first one, kept to compare.
+//! - [`block_ops`]: the transformer block's norms, rotary embedding, modulation and gated
+//!   residual, one kernel each.
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CpuStorage, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 
+pub mod block_ops;
+
 const FLASH_ATTENTION_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attention.ptx"));
 
 /// Head sizes the fused kernel is built for: 64 (LTX-Video 2B) and 128 (the 13B models).
 const HEAD_DIMS: [usize; 2] = [64, 128];
+
+/// The fused attention kernels of `flash_attention.cu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlashKernel {
+    /// `mma.sync` with the scores, probabilities and output in registers (FlashAttention-2's
+    /// scheme); 4 warps of 16 query rows per block, tiles of 64 keys.
+    Mma,
+    /// wmma fragments, with the scores and the output accumulator in shared memory; tiles of 32
+    /// keys, 4 warps per block for head size 64, 2 for 128.
+    Wmma,
+}
+
+impl FlashKernel {
+    /// The kernel's entry point for `dtype` ("bf16" or "f16") and head size `d`, and its warps
+    /// per block (16 query rows each).
+    fn entry(self, dtype: &str, d: usize) -> (String, usize) {
+        match self {
+            Self::Mma => (format!("flash_attention_mma_{dtype}_d{d}"), 4),
+            Self::Wmma => (
+                format!("flash_attention_{dtype}_d{d}"),
+                if d == 64 { 4 } else { 2 },
+            ),
+        }
+    }
+}
 
 /// Whether [`flash_attention`] runs these inputs (see there); otherwise the caller keeps the
 /// portable path. `bias`, when present, is (b, kv_len) of any float dtype.
@@ -56,6 +86,7 @@ pub fn flash_attention(
     v: &Tensor,
     bias: Option<&Tensor>,
     scale: f64,
+    kernel: FlashKernel,
 ) -> Result<Tensor> {
     if !flash_attention_supports(q, k, v) {
         candle_core::bail!(
@@ -84,6 +115,7 @@ pub fn flash_attention(
     let op = FlashAttention {
         scale: scale as f32,
         bias,
+        kernel,
     };
     q.apply_op3_no_bwd(k, v, &op)?.transpose(1, 2)
 }
@@ -92,6 +124,7 @@ struct FlashAttention {
     scale: f32,
     /// (b, kv_len) f32, contiguous.
     bias: Option<Tensor>,
+    kernel: FlashKernel,
 }
 
 impl FlashAttention {
@@ -108,9 +141,9 @@ impl FlashAttention {
         let q = sq.as_cuda_slice::<T>()?.slice(lq.start_offset()..);
         let k = sk.as_cuda_slice::<T>()?.slice(lk.start_offset()..);
         let v = sv.as_cuda_slice::<T>()?.slice(lv.start_offset()..);
-        let warps: usize = if d == 64 { 4 } else { 2 };
+        let (entry, warps) = self.kernel.entry(kernel_dtype, d);
         let func = dev.get_or_load_custom_func(
-            &format!("flash_attention_{kernel_dtype}_d{d}"),
+            &entry,
             "turbovsr_flash_attention",
             FLASH_ATTENTION_PTX,
         )?;

@@ -426,6 +426,10 @@ pub fn rms_norm_modulate(
     scale: &Tensor,
     shift: &Tensor,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if crate::model::cuda::block_ops::block_ops_apply(x) {
+        return crate::model::cuda::block_ops::rms_norm_modulate(x, weight, eps, scale, shift);
+    }
     if !fused(x) {
         let h = super::layers::rms_norm(x, weight, eps)?;
         return super::layers::modulate(&h, scale, shift);
@@ -484,6 +488,15 @@ pub fn rms_norm_rope(
     rope: Option<&super::rope::Rope>,
 ) -> Result<Tensor> {
     let (b, n, d) = x.dims3()?;
+    #[cfg(feature = "cuda")]
+    if crate::model::cuda::block_ops::block_ops_apply(x) && d % 2 == 0 {
+        return crate::model::cuda::block_ops::rms_norm_rope(
+            x,
+            weight,
+            eps,
+            rope.map(|r| (&r.cos, &r.sin)),
+        );
+    }
     if !fused(x) || d % 2 != 0 {
         let h = super::layers::rms_norm(x, Some(weight), eps)?;
         return match rope {
@@ -534,6 +547,10 @@ pub fn rms_norm_rope(
 /// `h + y * gate` (the gated residual of an LTX block), in f32, returned in `h`'s dtype. `h` and
 /// `y` (b, n, D), `gate` (1 or b, 1 or n, D).
 pub fn gated_residual(h: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if crate::model::cuda::block_ops::block_ops_apply(h) && y.dtype() == h.dtype() {
+        return crate::model::cuda::block_ops::gated_residual(h, y, gate);
+    }
     if !fused(h) {
         return h + y.broadcast_mul(gate)?;
     }
