@@ -170,7 +170,11 @@ fn attention_results(device: &Device, dtype: DType) -> Result<Vec<ParityResult>>
         let make = |len: usize, s: u64| -> Result<Tensor> {
             Ok(lcg_tensor(&[b, len, heads, d], s)?.to_dtype(dtype)?)
         };
-        let (q, k, v) = (make(q_len, seed)?, make(kv_len, seed + 1)?, make(kv_len, seed + 2)?);
+        let (q, k, v) = (
+            make(q_len, seed)?,
+            make(kv_len, seed + 1)?,
+            make(kv_len, seed + 2)?,
+        );
         let bias = (masked > 0)
             .then(|| -> Result<Tensor> {
                 let row: Vec<f32> = (0..kv_len)
@@ -373,12 +377,20 @@ mod tests {
         let bf16 = attention_results(&Device::Cpu, DType::BF16).unwrap();
         let names: Vec<&str> = bf16.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names.len(), 3, "{names:?}");
-        assert!(names.iter().all(|n| n.starts_with("attention/")), "{names:?}");
+        assert!(
+            names.iter().all(|n| n.starts_with("attention/")),
+            "{names:?}"
+        );
         assert_eq!(bf16[0].shape, vec![2, 4, 1000, 64]);
         assert_eq!(bf16[1].shape, vec![2, 4, 333, 64]);
         assert_eq!(bf16[2].shape, vec![1, 2, 300, 128]);
         for r in &bf16 {
-            assert!(r.rel_l2 > 1e-4 && r.rel_l2 < 4e-3, "{} {}", r.name, r.rel_l2);
+            assert!(
+                r.rel_l2 > 1e-4 && r.rel_l2 < 4e-3,
+                "{} {}",
+                r.name,
+                r.rel_l2
+            );
         }
         for r in attention_results(&Device::Cpu, DType::F32).unwrap() {
             assert!(r.rel_l2 < 1e-6, "{} {}", r.name, r.rel_l2);

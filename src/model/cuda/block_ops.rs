@@ -5,7 +5,9 @@
 //! CPU kernels in `crate::model::transformer::cpu_kernels`, in f32, rounded once.
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor,
@@ -22,7 +24,9 @@ pub fn block_ops_apply(x: &Tensor) -> bool {
         Ok("portable") => false,
         Ok("fused") | Err(_) => true,
         Ok(other) => {
-            eprintln!("turbovsr: TURBOVSR_BLOCK_OPS={other:?} is not fused or portable; using fused");
+            eprintln!(
+                "turbovsr: TURBOVSR_BLOCK_OPS={other:?} is not fused or portable; using fused"
+            );
             true
         }
     });
@@ -125,7 +129,10 @@ pub fn rms_norm_rope(
         None => (1, None),
     };
     if weight.dims() != [d] {
-        candle_core::bail!("rms norm weight has shape {:?}, expected ({d})", weight.dims());
+        candle_core::bail!(
+            "rms norm weight has shape {:?}, expected ({d})",
+            weight.dims()
+        );
     }
     let op = RmsNormRope {
         weight: f32_contiguous(weight)?,
@@ -170,11 +177,15 @@ impl CustomOp1 for RmsNormRope {
             let out = unsafe { dev.alloc::<T>(b * n * d)? };
             let (wg, wl) = op.weight.storage_and_layout();
             let w = f32_view(&wg, wl, "rms norm weight")?;
-            let tables = op.tables.as_ref().map(|(c, s)| (c.storage_and_layout(), s.storage_and_layout()));
+            let tables = op
+                .tables
+                .as_ref()
+                .map(|(c, s)| (c.storage_and_layout(), s.storage_and_layout()));
             let views = match &tables {
-                Some(((cg, cl), (sg, sl))) => {
-                    Some((f32_view(cg, cl, "rotary cos")?, f32_view(sg, sl, "rotary sin")?))
-                }
+                Some(((cg, cl), (sg, sl))) => Some((
+                    f32_view(cg, cl, "rotary cos")?,
+                    f32_view(sg, sl, "rotary sin")?,
+                )),
                 None => None,
             };
             let null: u64 = 0;
@@ -199,7 +210,10 @@ impl CustomOp1 for RmsNormRope {
             builder.arg(&op.eps);
             // SAFETY: arguments as in block_ops.cu's rms_norm_rope; shapes checked by the caller.
             unsafe { builder.launch(row_launch(b * n)?) }.w()?;
-            Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((b, n, d))))
+            Ok((
+                CudaStorage::wrap_cuda_slice(out, dev.clone()),
+                Shape::from((b, n, d)),
+            ))
         }
         dispatch!(s, launch(self, s, l))
     }
@@ -296,7 +310,10 @@ impl CustomOp1 for RmsNormModulate {
             builder.arg(&op.eps);
             // SAFETY: arguments as in block_ops.cu's rms_norm_modulate; shapes checked above.
             unsafe { builder.launch(row_launch(b * n)?) }.w()?;
-            Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((b, n, d))))
+            Ok((
+                CudaStorage::wrap_cuda_slice(out, dev.clone()),
+                Shape::from((b, n, d)),
+            ))
         }
         dispatch!(s, launch(self, s, l))
     }
@@ -380,7 +397,10 @@ impl CustomOp2 for GatedResidual {
             builder.arg(&op.rows.1);
             // SAFETY: arguments as in block_ops.cu's gated_residual; shapes checked above.
             unsafe { builder.launch(row_launch(b * n)?) }.w()?;
-            Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((b, n, d))))
+            Ok((
+                CudaStorage::wrap_cuda_slice(out, dev.clone()),
+                Shape::from((b, n, d)),
+            ))
         }
         dispatch!(sh, launch(self, sh, lh, sy, ly))
     }

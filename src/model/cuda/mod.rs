@@ -10,7 +10,9 @@
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
-use candle_core::{CpuStorage, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
+};
 
 pub mod block_ops;
 
@@ -60,7 +62,10 @@ pub fn flash_attention_supports(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
     else {
         return false;
     };
-    if !HEAD_DIMS.contains(&d) || (kb, kh, kd) != (b, heads, d) || (vb, vh, v_len, vd) != (b, heads, kv_len, d) {
+    if !HEAD_DIMS.contains(&d)
+        || (kb, kh, kd) != (b, heads, d)
+        || (vb, vh, v_len, vd) != (b, heads, kv_len, d)
+    {
         return false;
     }
     // Rows are read 8 values (16 bytes) at a time: the head dimension contiguous, and every row
@@ -142,11 +147,8 @@ impl FlashAttention {
         let k = sk.as_cuda_slice::<T>()?.slice(lk.start_offset()..);
         let v = sv.as_cuda_slice::<T>()?.slice(lv.start_offset()..);
         let (entry, warps) = self.kernel.entry(kernel_dtype, d);
-        let func = dev.get_or_load_custom_func(
-            &entry,
-            "turbovsr_flash_attention",
-            FLASH_ATTENTION_PTX,
-        )?;
+        let func =
+            dev.get_or_load_custom_func(&entry, "turbovsr_flash_attention", FLASH_ATTENTION_PTX)?;
         let out_len = b * q_len * heads * d;
         // SAFETY: every element is written by the kernel (each query row of each head).
         let out = unsafe { dev.alloc::<T>(out_len)? };
@@ -160,7 +162,9 @@ impl FlashAttention {
         };
         let null_bias: u64 = 0;
         let to_i32 = |n: usize, what: &str| -> Result<i32> {
-            i32::try_from(n).map_err(|_| candle_core::Error::Msg(format!("flash attention: {what} {n} exceeds i32")))
+            i32::try_from(n).map_err(|_| {
+                candle_core::Error::Msg(format!("flash attention: {what} {n} exceeds i32"))
+            })
         };
         let (heads_i, q_len_i, kv_len_i) = (
             to_i32(heads, "heads")?,
