@@ -1,7 +1,8 @@
 //! 3D convolution for candle, which has none, and LTX-Video's causal / replicate-padded wrapper.
 //!
 //! Two paths: on the CPU, our own im2col (row-wise `memcpy`s, the replicate time padding folded
-//! into the frame index, chunked over output frames to bound memory) + one GEMM per chunk (half
+//! into the frame index, in cache-sized chunks of output rows spread over the cores) + one
+//! single-threaded GEMM per chunk straight into the output (half
 //! precision widened to f32 for the gemm and rounded back, as cuBLAS does); elsewhere (CUDA) the
 //! temporal taps are folded into the channels of one candle `conv2d` (im2col + cuBLAS, or cuDNN
 //! with the `cudnn` feature). candle's CPU conv2d im2col copies element by element and took half
@@ -308,12 +309,32 @@ fn conv3d_out_dims(
     ))
 }
 
-/// Largest column buffer of one im2col chunk, in f32 values (64 MiB).
-const IM2COL_CHUNK: usize = 16 << 20;
+/// Largest column buffer of one im2col chunk, in f32 values (768 KiB: most of a core's 1 MiB L2
+/// on the dev machine, so the columns a chunk gathers are still in cache when its gemm packs them).
+const IM2COL_CHUNK: usize = 192 << 10;
 
-/// CPU f32 conv3d: per batch element and chunk of output frames, the columns
-/// (c_in * k_t * k_h * k_w, frames * h_out * w_out) are gathered with row-wise copies, then
-/// multiplied by the (c_out, c_in * k_t * k_h * k_w) kernel, which yields channels-first output.
+/// The output pointer the workers of [`conv3d_im2col_cpu`] share; each writes its own chunk's
+/// columns of every output channel.
+#[derive(Clone, Copy)]
+struct ConvOut(*mut f32);
+// SAFETY: chunks cover disjoint output rows (see `conv3d_im2col_cpu`).
+unsafe impl Send for ConvOut {}
+unsafe impl Sync for ConvOut {}
+
+impl ConvOut {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not its raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// CPU f32 conv3d as im2col + gemm, in cache-sized chunks. The output rows of a batch element,
+/// (frame, row) pairs in order, are cut into chunks of whole rows whose columns
+/// (c_in * k_t * k_h * k_w, rows * w_out) fit `chunk_values`; the workers
+/// (`get_num_threads()` scoped threads) take chunks in turn, gather each one's columns with
+/// row-wise copies into their own buffer, and multiply the (c_out, c_in * k_t * k_h * k_w) kernel
+/// by them with a single-threaded gemm straight into the channels-first output, which holds the
+/// bias beforehand. The columns never leave the worker's cache, and the output is written once.
 fn conv3d_im2col_cpu(
     x: &Tensor,
     weight: &Tensor,
@@ -333,8 +354,8 @@ fn conv3d_im2col_cpu(
     let (t_out, h_out, w_out) = conv3d_out_dims((b, c_in, t_padded, h, w), w_dims, stride, pad)?;
     let (s_t, s, _) = stride;
     let k = c_in * k_t * k_h * k_w;
-    let kernel = weight.reshape((c_out, k))?.contiguous()?;
-    let bias = bias.map(|b| b.reshape((c_out, 1))).transpose()?;
+    let kernel = weight.reshape((c_out, k))?.contiguous()?.to_vec2::<f32>()?.concat();
+    let bias = bias.map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose()?;
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let data: &[f32] = match &*storage {
@@ -342,65 +363,99 @@ fn conv3d_im2col_cpu(
         _ => bail!("conv3d: the im2col path needs a CPU tensor"),
     };
     let plane = h_out * w_out;
-    let frames_per_chunk = (chunk_values / (k * plane).max(1)).clamp(1, t_out);
-    let mut batch = Vec::with_capacity(b);
-    for bi in 0..b {
-        let mut chunks = Vec::new();
-        for t0 in (0..t_out).step_by(frames_per_chunk) {
-            let tc = frames_per_chunk.min(t_out - t0);
-            let n = tc * plane;
-            let mut col = vec![0f32; k * n];
-            for (r, row) in col.chunks_exact_mut(n).enumerate() {
+    let rows = t_out * h_out; // output rows per (batch element, channel)
+    let rows_per_chunk = (chunk_values / (k * w_out).max(1)).clamp(1, rows.max(1));
+    let chunks_per_batch = rows.div_ceil(rows_per_chunk);
+    let tasks = b * chunks_per_batch;
+    let channel_stride = t_out * plane;
+    // The output starts as the bias of each channel; the gemms add the products to it.
+    let mut out = vec![0f32; b * c_out * channel_stride];
+    if let Some(bias) = &bias {
+        for (i, channel) in out.chunks_exact_mut(channel_stride).enumerate() {
+            channel.fill(bias[i % c_out]);
+        }
+    }
+    let out_ptr = ConvOut(out.as_mut_ptr());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || {
+        let mut col = vec![0f32; k * rows_per_chunk * w_out];
+        loop {
+            let task = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if task >= tasks {
+                break;
+            }
+            let (bi, chunk) = (task / chunks_per_batch, task % chunks_per_batch);
+            let row0 = chunk * rows_per_chunk;
+            let nrows = rows_per_chunk.min(rows - row0);
+            let n = nrows * w_out;
+            for (r, dst_row) in col.chunks_exact_mut(n).take(k).enumerate() {
                 // Row r of the columns is kernel tap (ci, a, kh, kw), the order of the weight.
                 let kw = r % k_w;
                 let kh = (r / k_w) % k_h;
                 let a = (r / (k_w * k_h)) % k_t;
                 let ci = r / (k_w * k_h * k_t);
                 // Output columns ow whose input column ow * s + kw - pad is inside the frame.
-                let ow_lo = pad.saturating_sub(kw).div_ceil(s);
-                let ow_hi = (w + pad).saturating_sub(kw).div_ceil(s).min(w_out);
-                if ow_lo >= ow_hi {
-                    continue;
-                }
-                for tt in 0..tc {
+                let ow_lo = pad.saturating_sub(kw).div_ceil(s).min(w_out);
+                let ow_hi = (w + pad).saturating_sub(kw).div_ceil(s).clamp(ow_lo, w_out);
+                for (i, dst) in dst_row.chunks_exact_mut(w_out).enumerate() {
+                    let (t_o, oh) = ((row0 + i) / h_out, (row0 + i) % h_out);
+                    let ih = oh * s + kh;
+                    if ih < pad || ih - pad >= h || ow_lo == ow_hi {
+                        dst.fill(0.0);
+                        continue;
+                    }
                     // Replicate padding: padded frame p is input frame clamp(p - front).
-                    let p = (t0 + tt) * s_t + a;
-                    let ti = p.saturating_sub(pad_t.0).min(t - 1);
-                    let src_frame = ((bi * c_in + ci) * t + ti) * h * w;
-                    for oh in 0..h_out {
-                        let ih = oh * s + kh;
-                        if ih < pad || ih - pad >= h {
-                            continue;
-                        }
-                        let src_row = &data[src_frame + (ih - pad) * w..][..w];
-                        let dst = &mut row[(tt * h_out + oh) * w_out..][..w_out];
-                        if s == 1 {
-                            let first = ow_lo + kw - pad;
-                            dst[ow_lo..ow_hi]
-                                .copy_from_slice(&src_row[first..first + ow_hi - ow_lo]);
-                        } else {
-                            for (ow, d) in dst.iter_mut().enumerate().take(ow_hi).skip(ow_lo) {
-                                *d = src_row[ow * s + kw - pad];
-                            }
+                    let ti = (t_o * s_t + a).saturating_sub(pad_t.0).min(t - 1);
+                    let src_row = &data[((bi * c_in + ci) * t + ti) * h * w + (ih - pad) * w..][..w];
+                    dst[..ow_lo].fill(0.0);
+                    dst[ow_hi..].fill(0.0);
+                    if s == 1 {
+                        let first = ow_lo + kw - pad;
+                        dst[ow_lo..ow_hi].copy_from_slice(&src_row[first..first + ow_hi - ow_lo]);
+                    } else {
+                        for (ow, d) in dst.iter_mut().enumerate().take(ow_hi).skip(ow_lo) {
+                            *d = src_row[ow * s + kw - pad];
                         }
                     }
                 }
             }
-            let col = Tensor::from_vec(col, (k, n), x.device())?;
-            let mut y = kernel.matmul(&col)?; // (c_out, tc * h_out * w_out)
-            if let Some(bias) = &bias {
-                y = y.broadcast_add(bias)?;
+            // SAFETY: dst is this chunk's rows of batch element bi: c_out rows of n values,
+            // `channel_stride` apart, inside `out` and written by this task alone; lhs is the
+            // (c_out, k) kernel, rhs the (k, n) columns just gathered.
+            unsafe {
+                gemm::gemm(
+                    c_out,
+                    n,
+                    k,
+                    out_ptr.get().add(bi * c_out * channel_stride + row0 * w_out),
+                    1,
+                    channel_stride as isize,
+                    true,
+                    kernel.as_ptr(),
+                    1,
+                    k as isize,
+                    col.as_ptr(),
+                    1,
+                    n as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
             }
-            chunks.push(y.reshape((c_out, tc, h_out, w_out))?);
         }
-        batch.push(if chunks.len() == 1 {
-            chunks.remove(0)
-        } else {
-            Tensor::cat(&chunks, 1)?
-        });
-    }
+    };
+    let threads = candle_core::utils::get_num_threads().clamp(1, tasks.max(1));
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(worker);
+        }
+        worker();
+    });
     drop(storage);
-    Tensor::stack(&batch, 0)
+    Tensor::from_vec(out, (b, c_out, t_out, h_out, w_out), x.device())
 }
 
 /// The portable path: the k_t temporal taps folded into the channels of one candle conv2d.
