@@ -12,12 +12,13 @@
 //!   `Q K^T` gemm, the softmax and the `P V` gemm (the `gemm` crate candle itself uses, called
 //!   single-threaded per tile), reading q, k and v in place and writing the output rows directly.
 //!   It is f32 throughout; bf16 and f16 inputs are converted to f32 first.
-//! - On CUDA, bf16 and f16 inputs with a head size of 64 or 128 run one fused kernel
+//! - On CUDA, bf16 inputs with a head size of 64 or 128 run one fused kernel
 //!   (`crate::model::cuda::flash_attention`, the `cuda` feature): tiles of queries against tiles
 //!   of keys on the tensor cores, with the online softmax in f32 and no scores in device memory.
-//! - Otherwise (other devices, f32 on CUDA, other head sizes, or `TURBOVSR_ATTENTION=portable`),
-//!   [`generic_chunked_attention`] does the same from candle tensor ops. Scores, softmax and the
-//!   running statistics are f32 whatever the input dtype; the two matmuls run in the input dtype.
+//! - Otherwise (other devices, f32 or f16 on CUDA, other head sizes, or
+//!   `TURBOVSR_ATTENTION=portable`), [`generic_chunked_attention`] does the same from candle
+//!   tensor ops. Scores, softmax and the running statistics are f32 whatever the input dtype; the
+//!   two matmuls run in the input dtype.
 
 use candle_core::{
     CpuStorage, CustomOp3, DType, Device, IndexOp, Layout, Result, Shape, Tensor, D,
@@ -127,7 +128,7 @@ pub fn attention(
     generic_chunked_attention(q, k, v, bias, scale, chunks)
 }
 
-/// The attention on CUDA for the inputs the fused kernels take (bf16/f16, head size 64 or 128),
+/// The attention on CUDA for the inputs the fused kernels take (bf16, head size 64 or 128),
 /// chosen by `TURBOVSR_ATTENTION`: `fused` (the default) or `mma`, the register-resident kernel;
 /// `wmma`, the first fused kernel, its scores and output through shared memory; `portable`, the
 /// chunked candle-ops path. `scripts/gpu-run.sh` compares them.

@@ -354,8 +354,14 @@ fn conv3d_im2col_cpu(
     let (t_out, h_out, w_out) = conv3d_out_dims((b, c_in, t_padded, h, w), w_dims, stride, pad)?;
     let (s_t, s, _) = stride;
     let k = c_in * k_t * k_h * k_w;
-    let kernel = weight.reshape((c_out, k))?.contiguous()?.to_vec2::<f32>()?.concat();
-    let bias = bias.map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose()?;
+    let kernel = weight
+        .reshape((c_out, k))?
+        .contiguous()?
+        .to_vec2::<f32>()?
+        .concat();
+    let bias = bias
+        .map(|b| b.flatten_all()?.to_vec1::<f32>())
+        .transpose()?;
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let data: &[f32] = match &*storage {
@@ -406,7 +412,8 @@ fn conv3d_im2col_cpu(
                     }
                     // Replicate padding: padded frame p is input frame clamp(p - front).
                     let ti = (t_o * s_t + a).saturating_sub(pad_t.0).min(t - 1);
-                    let src_row = &data[((bi * c_in + ci) * t + ti) * h * w + (ih - pad) * w..][..w];
+                    let src_row =
+                        &data[((bi * c_in + ci) * t + ti) * h * w + (ih - pad) * w..][..w];
                     dst[..ow_lo].fill(0.0);
                     dst[ow_hi..].fill(0.0);
                     if s == 1 {
@@ -427,7 +434,9 @@ fn conv3d_im2col_cpu(
                     c_out,
                     n,
                     k,
-                    out_ptr.get().add(bi * c_out * channel_stride + row0 * w_out),
+                    out_ptr
+                        .get()
+                        .add(bi * c_out * channel_stride + row0 * w_out),
                     1,
                     channel_stride as isize,
                     true,
