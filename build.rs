@@ -24,6 +24,7 @@ fn compile_cuda_kernels() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    println!("cargo:rerun-if-changed=src/model/cuda/convert.cuh");
     for name in ["flash_attention", "block_ops"] {
         let src = format!("src/model/cuda/{name}.cu");
         println!("cargo:rerun-if-changed={src}");

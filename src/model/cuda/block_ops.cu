@@ -20,28 +20,14 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "convert.cuh"
+
 namespace {
 
 constexpr int THREADS = 256;
 
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-  return __float2bfloat16(x);
-}
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) {
-  return __float2half(x);
-}
+using turbovsr::from_f32;
+using turbovsr::to_f32;
 
 __device__ __forceinline__ long long param_row(long long r, int tokens, int pb, int pn) {
   const long long bi = pb == 1 ? 0 : r / tokens;

@@ -26,20 +26,13 @@
 #include <mma.h>
 #include <stdint.h>
 
+#include "convert.cuh"
+
 using namespace nvcuda;
 
 namespace {
 
-template <typename T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-  return __float2bfloat16(x);
-}
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) {
-  return __float2half(x);
-}
+using turbovsr::from_f32;
 
 constexpr float LOG2E = 1.4426950408889634f;
 
