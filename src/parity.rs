@@ -11,9 +11,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 
 use crate::model::forward::{parse_device, parse_precision, ForwardModule};
-use crate::model::relative_l2;
 use crate::model::transformer::forward_module::TransformerForward;
 use crate::model::vae::{AutoencoderKlLtxVideo, VaeTiling};
+use crate::model::{lcg_tensor, relative_l2};
 
 /// Arguments of `turbovsr parity`.
 #[derive(Debug, Clone, clap::Args)]
@@ -132,22 +132,6 @@ fn run_transformer(dir: &Path, device: &Device, dtype: DType) -> Result<Vec<(Str
         .into_iter()
         .map(|k| Ok((k.clone(), to_cpu_f32(&outputs[k])?)))
         .collect()
-}
-
-/// Deterministic values in [-2, 2) of `shape` (a small LCG): the attention checks' inputs, the
-/// same on every machine.
-fn lcg_tensor(shape: &[usize], seed: u64) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    let values: Vec<f32> = (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect();
-    Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
 }
 
 /// The attention kernel on `device` in `dtype` against the CPU's f32 attention of the same

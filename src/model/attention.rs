@@ -27,6 +27,7 @@ use candle_core::{
 #[cfg(target_arch = "x86_64")]
 use crate::model::transformer::cpu_kernels::has_avx2;
 use crate::model::transformer::cpu_kernels::{fast_exp_with, softmax_last_dim};
+use crate::model::SharedOut;
 
 /// Default budget for one block of attention scores, in elements (16 MiB of f32: under glibc's
 /// largest mmap threshold, so the blocks are reused from the heap instead of being mapped and
@@ -333,20 +334,6 @@ struct FusedAttention {
     tiles: ChunkSizes,
 }
 
-/// A raw output pointer shared by the tasks, which write disjoint (rows, head) regions of it.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes only its own rows and head columns (see `FusedAttention::cpu_fwd`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Through a method, so closures capture the whole (Sync) wrapper, not its raw field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// The part of a CPU f32 storage a layout addresses, with its four strides.
 fn f32_view<'a>(
     storage: &'a CpuStorage,
@@ -407,7 +394,7 @@ impl CustomOp3 for FusedAttention {
         if tasks == 0 || m == 0 || dv == 0 {
             return Ok((CpuStorage::F32(out), (b, n, heads, dv).into()));
         }
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let out_ptr = SharedOut(out.as_mut_ptr());
         let next = std::sync::atomic::AtomicUsize::new(0);
         let worker = || {
             let mut scratch = Scratch {
@@ -766,24 +753,7 @@ fn online_softmax(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::relative_l2;
-
-    fn random(shape: &[usize], seed: u64) -> Result<Tensor> {
-        // A small deterministic generator so the tests do not depend on candle's RNG.
-        let n: usize = shape.iter().product();
-        let mut state = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let data: Vec<f32> = (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect();
-        Tensor::from_vec(data, shape, &Device::Cpu)
-    }
+    use crate::model::{lcg_tensor, relative_l2};
 
     /// (b, len, heads, d) -> (b, heads, len, d), a strided view as the transformer passes it.
     fn heads_view(t: &Tensor) -> Result<Tensor> {
@@ -797,9 +767,9 @@ mod tests {
         m: usize,
         d: usize,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let q = heads_view(&random(&[b, n, h, d], 1)?)?;
-        let k = heads_view(&random(&[b, m, h, d], 2)?)?;
-        let v = heads_view(&random(&[b, m, h, d + 3], 3)?)?;
+        let q = heads_view(&lcg_tensor(&[b, n, h, d], 1)?)?;
+        let k = heads_view(&lcg_tensor(&[b, m, h, d], 2)?)?;
+        let v = heads_view(&lcg_tensor(&[b, m, h, d + 3], 3)?)?;
         Ok((q, k, v))
     }
 

@@ -313,21 +313,6 @@ fn conv3d_out_dims(
 /// on the dev machine, so the columns a chunk gathers are still in cache when its gemm packs them).
 const IM2COL_CHUNK: usize = 192 << 10;
 
-/// The output pointer the workers of [`conv3d_im2col_cpu`] share; each writes its own chunk's
-/// columns of every output channel.
-#[derive(Clone, Copy)]
-struct ConvOut(*mut f32);
-// SAFETY: chunks cover disjoint output rows (see `conv3d_im2col_cpu`).
-unsafe impl Send for ConvOut {}
-unsafe impl Sync for ConvOut {}
-
-impl ConvOut {
-    /// Through a method, so closures capture the whole (Sync) wrapper, not its raw field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// CPU f32 conv3d as im2col + gemm, in cache-sized chunks. The output rows of a batch element,
 /// (frame, row) pairs in order, are cut into chunks of whole rows whose columns
 /// (c_in * k_t * k_h * k_w, rows * w_out) fit `chunk_values`; the workers
@@ -354,11 +339,15 @@ fn conv3d_im2col_cpu(
     let (t_out, h_out, w_out) = conv3d_out_dims((b, c_in, t_padded, h, w), w_dims, stride, pad)?;
     let (s_t, s, _) = stride;
     let k = c_in * k_t * k_h * k_w;
-    let kernel = weight
-        .reshape((c_out, k))?
-        .contiguous()?
-        .to_vec2::<f32>()?
-        .concat();
+    // The (c_out, k) kernel read in place (no copy when the weight is already contiguous).
+    let weight = weight.contiguous()?;
+    let (w_storage, w_layout) = weight.storage_and_layout();
+    let kernel: &[f32] = match &*w_storage {
+        candle_core::Storage::Cpu(cpu) => {
+            &cpu.as_slice::<f32>()?[w_layout.start_offset()..][..c_out * k]
+        }
+        _ => bail!("conv3d: the im2col path needs a CPU weight"),
+    };
     let bias = bias
         .map(|b| b.flatten_all()?.to_vec1::<f32>())
         .transpose()?;
@@ -381,7 +370,8 @@ fn conv3d_im2col_cpu(
             channel.fill(bias[i % c_out]);
         }
     }
-    let out_ptr = ConvOut(out.as_mut_ptr());
+    // Each chunk's workers write only that chunk's output rows of every channel.
+    let out_ptr = crate::model::SharedOut(out.as_mut_ptr());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let worker = || {
         let mut col = vec![0f32; k * rows_per_chunk * w_out];
@@ -463,7 +453,7 @@ fn conv3d_im2col_cpu(
         }
         worker();
     });
-    drop(storage);
+    drop((storage, w_storage));
     Tensor::from_vec(out, (b, c_out, t_out, h_out, w_out), x.device())
 }
 
