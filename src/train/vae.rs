@@ -407,8 +407,12 @@ mod tests {
         Ok(())
     }
 
-    /// The backward pass is the derivative of the forward one: the gradient's component along a
-    /// random direction of all weights matches a central finite difference of the loss.
+    /// The backward pass is the derivative of the forward one: the gradient's component along
+    /// three fixed pseudo-random directions of all weights matches a central finite difference of
+    /// the loss. The error is bounded against the spread of such a component (the gradient's norm
+    /// times the directions' standard deviation), not against the component itself, which a
+    /// direction nearly orthogonal to the gradient makes arbitrarily small (a random direction did
+    /// that about once in a hundred runs, failing CI on a correct gradient).
     #[test]
     fn vae_gradient_matches_finite_differences() -> anyhow::Result<()> {
         let m = TrainableVae::new(&small_vae_config_json(), 5)?;
@@ -432,37 +436,58 @@ mod tests {
             let y = m.vae.decode(&m.vae.encode(&x)?.mean, None)?;
             (y - &x)?.sqr()?.mean_all()?.backward()?
         };
-        let mut predicted = 0f64;
-        let mut dirs = Vec::new();
-        for (i, (_, v)) in vars.iter().enumerate() {
-            let d = Tensor::randn(0f32, 1.0, v.shape(), &Device::Cpu)?;
-            let _ = i;
-            if let Some(g) = grads.get(v.as_tensor()) {
-                predicted += (g * &d)?
-                    .sum_all()?
-                    .to_dtype(DType::F64)?
-                    .to_scalar::<f64>()?;
-            }
-            dirs.push(d);
-        }
-        let eps = 1e-3;
-        let shift = |sign: f64| -> anyhow::Result<()> {
-            for ((_, v), d) in vars.iter().zip(&dirs) {
-                v.set(&(v.as_tensor() + (d * (sign * eps))?)?)?;
-            }
-            Ok(())
+        let grads: Vec<Tensor> = vars
+            .iter()
+            .map(|(n, v)| {
+                grads
+                    .get(v.as_tensor())
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("no gradient for {n}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let dot = |a: &Tensor, b: &Tensor| -> anyhow::Result<f64> {
+            Ok((a * b)?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?)
         };
-        shift(1.0)?;
-        let up = loss_of(&m)?;
-        shift(-2.0)?;
-        let down = loss_of(&m)?;
-        shift(1.0)?;
-        let measured = (up - down) / (2.0 * eps);
-        let rel = (measured - predicted).abs() / measured.abs().max(1e-6);
-        assert!(
-            rel < 0.05,
-            "directional derivative: backward {predicted:.6e}, finite difference {measured:.6e}"
-        );
+        let grad_norm = grads
+            .iter()
+            .map(|g| dot(g, g))
+            .sum::<anyhow::Result<f64>>()?
+            .sqrt();
+        // lcg_tensor is uniform on [-2, 2): standard deviation 2 / sqrt(3)
+        let spread = grad_norm * 2.0 / 3f64.sqrt();
+        let eps = 1e-3;
+        for seed in [101u64, 202, 303] {
+            let dirs: Vec<Tensor> = vars
+                .iter()
+                .enumerate()
+                .map(|(i, (_, v))| crate::model::lcg_tensor(v.dims(), seed + i as u64))
+                .collect::<candle_core::Result<_>>()?;
+            let mut predicted = 0f64;
+            for (g, d) in grads.iter().zip(&dirs) {
+                predicted += dot(g, d)?;
+            }
+            let shift = |sign: f64| -> anyhow::Result<()> {
+                for ((_, v), d) in vars.iter().zip(&dirs) {
+                    v.set(&(v.as_tensor() + (d * (sign * eps))?)?)?;
+                }
+                Ok(())
+            };
+            shift(1.0)?;
+            let up = loss_of(&m)?;
+            shift(-2.0)?;
+            let down = loss_of(&m)?;
+            shift(1.0)?;
+            let measured = (up - down) / (2.0 * eps);
+            // measured at about 1e-3 of the spread on a correct gradient (f32 losses)
+            assert!(
+                (measured - predicted).abs() < 0.01 * spread,
+                "direction {seed}: backward {predicted:.6e}, finite difference {measured:.6e}, \
+                 spread {spread:.3e}"
+            );
+        }
         Ok(())
     }
 }
