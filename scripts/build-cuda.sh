@@ -5,6 +5,12 @@
 # beside it. No GPU is needed to build. Run by CI (.ci/run) after the CPU suite, and by
 # scripts/gpu.sh.
 #
+# The binaries load the CUDA libraries at run time (dlopen), not link them: candle-core and
+# candle-kernels come from scripts/cuda-loading.sh (the published crates with cudarc's
+# `dynamic-loading` in place of `dynamic-linking`), so a binary starts on a machine without
+# CUDA and says so when CUDA is asked for, and finds CUDA 13 or 12 libraries where it runs.
+# The patch rewrites Cargo.lock's two entries while cargo runs; the file is put back on exit.
+#
 # Its own target folder (TURBOVSR_CUDA_TARGET_DIR, default target-cuda/) keeps the default
 # build CUDA-free and its cache apart; both feature sets stay cached in it. Prints the `cuda`
 # binary's path last.
@@ -24,9 +30,13 @@ mkdir -p "$CARGO_TARGET_DIR"
 # cached dependency tree (candle-kernels' nvcc pass included, the bulk of a cold build) whenever
 # it differs from the cache's.
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+lock="$(mktemp)"
+cp Cargo.lock "$lock"
+trap 'cp "$lock" Cargo.lock; rm -f "$log" "$lock"' EXIT
+loading="$(scripts/cuda-loading.sh "$CARGO_TARGET_DIR/candle-loading")"
+eval "loading=($loading)"
 for features in cudnn cuda; do
-  nice -n 19 cargo build --release --features "$features" --bin turbovsr 2>&1 | tee "$log"
+  nice -n 19 cargo build "${loading[@]}" --release --features "$features" --bin turbovsr 2>&1 | tee "$log"
   if grep -q '^warning: `gst-plugin-turbovsr`' "$log"; then
     echo "build-cuda: the $features build of gst-plugin-turbovsr has warnings (see above)" >&2
     exit 1
@@ -39,6 +49,6 @@ done
 if [ "${CUDA_CLIPPY:-1}" != 0 ]; then
   # Same profile as the build: candle-kernels' build-script output (the compiled kernels) is
   # reused, only the crates are checked.
-  nice -n 19 cargo clippy --release --features cuda --lib --bins -- -D warnings
+  nice -n 19 cargo clippy "${loading[@]}" --release --features cuda --lib --bins -- -D warnings
 fi
 echo "$CARGO_TARGET_DIR/release/turbovsr"

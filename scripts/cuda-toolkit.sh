@@ -5,16 +5,16 @@
 #
 #   eval "$(scripts/cuda-toolkit.sh)"    # then: cargo build --release --features cuda
 #
-# Why CUDA 13.0 from wheels, not Debian's nvidia-cuda-toolkit 11.8: candle-core 0.11 turns on
-# cudarc's `dynamic-linking`, so the binary records the sonames of the toolkit it was linked
-# against (libcublas.so.13, libcudart.so.13, ...). A binary linked against 11.8 asks for
-# libcublas.so.11 and does not start on a CUDA 13 machine; one linked against 13.0 runs with any
-# CUDA 13.x libraries (NVIDIA keeps sonames within a major version) and driver >= 580.
+# Why CUDA 13.0 from wheels, not Debian's nvidia-cuda-toolkit 11.8: the kernels' PTX has to be
+# one the GPU machine's driver (580, CUDA 13.0) can JIT-compile for the H100, and cudarc's
+# bindings follow the toolkit's version. scripts/build-cuda.sh builds with cudarc loading the
+# libraries at run time (scripts/cuda-loading.sh), trying CUDA 13's sonames and then 12's and
+# 11's; the CUDA runtime is linked statically from here (libcudart_static.a).
 #
-# The wheels have no libcuda.so (the driver's library, which the linker wants to see). Like the
-# toolkit's own lib64/stubs/libcuda.so, we build a stub exporting the driver entry points that
-# cudarc declares; it only satisfies the link and is never shipped: at run time the driver's
-# libcuda.so.1 is loaded.
+# The wheels have no libcuda.so (the driver's library, which a linked build's linker wants to
+# see). Like the toolkit's own lib64/stubs/libcuda.so, we build a stub exporting the driver entry
+# points that cudarc declares, for `cargo build --features cuda` without the loading patch; it
+# only satisfies the link and is never shipped: at run time the driver's libcuda.so.1 is loaded.
 set -euo pipefail
 
 PREFIX="${TURBOVSR_CUDA_PREFIX:-/opt/turbovsr-cuda-13.0}"

@@ -2,7 +2,7 @@
 #
 #   source scripts/gpu-env.sh TURBOVSR_BINARY|BUNDLE.tar.xz
 #
-# unpacks scripts/gpu.sh's bundle if given one, finds the CUDA 13 libraries the binaries link
+# unpacks scripts/gpu.sh's bundle if given one, finds the CUDA 13 (or 12) libraries the binaries open
 # (and cuDNN 9 for the cudnn build), and leaves `bin` (the cuda build), `cudnn_bin` (the cudnn
 # build, empty when it or libcudnn is missing) and LD_LIBRARY_PATH set.
 bin="$(realpath "${1:?usage: source scripts/gpu-env.sh TURBOVSR_BINARY|BUNDLE.tar.xz}")"
@@ -13,25 +13,27 @@ if [[ "$bin" == *.tar.xz ]]; then
   bin="$unpacked/turbovsr"
 fi
 
-# The binary is dynamically linked (candle-core turns on cudarc's dynamic-linking) against the
-# CUDA 13 sonames; find where this machine keeps them.
-# (readelf -d: libcuda.so.1, libcudart.so.13, libcublas.so.13, libcurand.so.10; cuBLAS needs cuBLASLt)
-wanted=(libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10)
-search=(${TURBOVSR_CUDA_LIBS:-} /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 /usr/lib/x86_64-linux-gnu)
+# The binary opens the CUDA libraries at run time (scripts/cuda-loading.sh) by their sonames,
+# CUDA 13's first, then CUDA 12's; the driver's libcuda.so.1 is on the loader's path already.
+# Find where this machine keeps cuBLAS (with its cuBLASLt) and cuRAND, and put them on the path.
+wanted=("libcublas.so.13 libcublas.so.12" "libcublasLt.so.13 libcublasLt.so.12" "libcurand.so.10")
+search=(${TURBOVSR_CUDA_LIBS:-} /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 /usr/local/cuda-12*/lib64 /usr/lib/x86_64-linux-gnu)
 if command -v python3 >/dev/null; then
   while IFS= read -r d; do search+=("$d"); done < <(python3 -c \
     'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null || true)
 fi
 libdirs=()
-for so in "${wanted[@]}"; do
+for names in "${wanted[@]}"; do
   found=""
-  for d in "${search[@]}"; do
-    [ -d "$d" ] || continue
-    found="$(find "$d" -maxdepth 5 -name "$so" -print -quit 2>/dev/null || true)"
-    [ -n "$found" ] && break
+  for so in $names; do
+    for d in "${search[@]}"; do
+      [ -d "$d" ] || continue
+      found="$(find "$d" -maxdepth 5 -name "$so" -print -quit 2>/dev/null || true)"
+      [ -n "$found" ] && break 2
+    done
   done
   if [ -z "$found" ]; then
-    echo "gpu-env: $so not found (searched ${search[*]}); set TURBOVSR_CUDA_LIBS to its folder" >&2
+    echo "gpu-env: none of $names found (searched ${search[*]}); set TURBOVSR_CUDA_LIBS to its folder" >&2
     return 1
   fi
   libdirs+=("$(dirname "$found")")

@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 bin="$(CUDA_CLIPPY=0 scripts/build-cuda.sh | tail -1)"
 # The binary also links GStreamer and GLib (the element and `upscale` live in it); a GPU machine
 # need not have them, so their libraries (and what they pull in; the C and C++ runtimes and CUDA
-# excepted) go in lib/ next to it, which scripts/gpu-run.sh puts on the library path. The
-# device tool carries at most 64 MiB, so the two travel as one xz archive.
+# excepted, the binary opens CUDA's itself) go in lib/ next to it, which scripts/gpu-run.sh puts
+# on the library path. The device tool carries at most 64 MiB, so the two travel as one xz
+# archive.
 rm -rf .gpu/stage .gpu/carry && mkdir -p .gpu/stage/lib .gpu/carry
 objcopy --strip-debug "$bin" .gpu/stage/turbovsr
 # The cuDNN build (build-cuda.sh keeps it beside the other): gpu-run.sh compares the two.

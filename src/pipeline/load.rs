@@ -105,6 +105,9 @@ pub fn select_device(settings: &ProcessorSettings) -> anyhow::Result<Device> {
 #[cfg(feature = "cuda")]
 pub fn open_cuda(id: usize) -> anyhow::Result<Device> {
     use cudarc::driver::CudaContext;
+    if let Some(missing) = missing_cuda_library() {
+        bail!("cannot open CUDA device {id}: {missing}");
+    }
     // cuInit's own code and message, e.g. CUDA_ERROR_NO_DEVICE "no CUDA-capable device is
     // detected" or CUDA_ERROR_INSUFFICIENT_DRIVER.
     let count = CudaContext::device_count().map_err(|e| {
@@ -117,6 +120,56 @@ pub fn open_cuda(id: usize) -> anyhow::Result<Device> {
         );
     }
     Device::new_cuda(id).with_context(|| format!("cannot open CUDA device {id}"))
+}
+
+/// The CUDA libraries a device needs, as cudarc opens them on first use (scripts/build-cuda.sh
+/// builds with its `dynamic-loading`): the driver's, cuBLAS, cuRAND and, with the `cudnn`
+/// feature, cuDNN. cudarc panics where none of a library's names opens, so they are tried here
+/// first with the same names in the same order (`lib<name>.so`, then `.so.<major>` of the CUDA
+/// version built against, `.so.12`, `.so.11`, `.so.10`, `.so.9`, `.so.1`). A linked build has
+/// them loaded already, and this finds them.
+#[cfg(feature = "cuda")]
+const CUDA_LIBRARIES: &[(&str, &str)] = &[
+    ("cuda", "the NVIDIA driver's CUDA library"),
+    ("cublas", "cuBLAS"),
+    ("curand", "cuRAND"),
+    #[cfg(feature = "cudnn")]
+    ("cudnn", "cuDNN"),
+];
+
+/// Names cudarc tries for library `name` on Linux, in its order.
+#[cfg(feature = "cuda")]
+fn cuda_library_names(name: &str) -> Vec<String> {
+    let major = cudarc::driver::sys::CUDA_VERSION / 1000;
+    let mut names = vec![format!("lib{name}.so"), format!("lib{name}.so.{major}")];
+    for v in [12, 11, 10, 9, 1] {
+        let n = format!("lib{name}.so.{v}");
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+/// The first of `CUDA_LIBRARIES` that none of its names opens, as a sentence for the error.
+#[cfg(feature = "cuda")]
+fn missing_cuda_library() -> Option<String> {
+    CUDA_LIBRARIES.iter().find_map(|(name, what)| {
+        let names = cuda_library_names(name);
+        // SAFETY: dlopen runs the library's initialisers; these are NVIDIA's libraries, the ones
+        // cudarc opens next, and the handle is closed again at once.
+        let found = names
+            .iter()
+            .any(|n| unsafe { libloading::Library::new(n) }.is_ok());
+        (!found).then(|| {
+            format!(
+                "{what} is not installed where the dynamic loader looks (none of {} opens; \
+                 LD_LIBRARY_PATH is {:?})",
+                names.join(", "),
+                std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
+            )
+        })
+    })
 }
 
 /// Opens CUDA device `id`: without the `cuda` feature, an error saying so.
