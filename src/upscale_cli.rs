@@ -525,12 +525,13 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
     let bus = pipeline.bus().expect("a pipeline has a bus");
     if !args.quiet {
         eprintln!(
-            "turbovsr: {} -> {} (model {}, scale {}, {} steps)",
+            "turbovsr: {} -> {} (model {}, scale {}, {} step{})",
             args.input,
             args.output.display(),
             args.model.as_deref().unwrap_or("default"),
             args.scale,
-            args.steps
+            args.steps,
+            if args.steps == 1 { "" } else { "s" }
         );
     }
     install_sigint_handler();
