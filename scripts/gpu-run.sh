@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU half of scripts/gpu.sh; runs on a machine with an NVIDIA GPU, a driver for CUDA 13
-# (>= 580) and the CUDA 13 libraries (cuBLAS, cuBLASLt, cuRAND, the runtime: a CUDA 13 toolkit, or
-# PyTorch's cu13 wheels), with the `turbovsr` binary built by scripts/build-cuda.sh. No Rust
+# (>= 580) and cuBLAS (with cuBLASLt) and cuRAND of CUDA 13 or 12 (a toolkit, or PyTorch's
+# wheels), which the `turbovsr` binary built by scripts/build-cuda.sh opens at run time. No Rust
 # toolchain or network is needed there.
 #
 #   scripts/gpu-run.sh BINARY|BUNDLE.tar.xz [LOG_DIR]      (log in LOG_DIR/gpu.log; default $OUT, else out/gpu)
@@ -41,7 +41,16 @@ run() {
 date -u
 ldd --version | sed -n 1p
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-ldd "$bin" | grep -E "cuda|cublas|curand|nvrtc"
+# The CUDA libraries the binary will open (it links none): the first of cudarc's names found.
+for lib in cuda cublas cublasLt curand cudnn; do
+  found=""
+  for so in "lib$lib.so" "lib$lib.so.13" "lib$lib.so.12" "lib$lib.so.10" "lib$lib.so.9" "lib$lib.so.1"; do
+    for d in ${LD_LIBRARY_PATH//:/ } $(ldconfig -p 2>/dev/null | awk -v so="$so" '$1 == so {sub(/\/[^\/]*$/, "", $NF); print $NF}'); do
+      [ -e "$d/$so" ] && { found="$d/$so"; break 2; }
+    done
+  done
+  echo "lib$lib: ${found:-not found} $( [ -n "$found" ] && readlink -f "$found" | sed 's|.*/||')"
+done
 run "$bin" parity --fixtures tests/fixtures --device cuda --precision f32 --tolerance 1e-3
 for choice in mma wmma portable; do
   before=${#failed[@]}
