@@ -41,10 +41,11 @@ run() {
 date -u
 ldd --version | sed -n 1p
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-# The CUDA libraries the binary will open (it links none): the first of cudarc's names found.
+# The CUDA libraries the binary will open (it links none): the first found of the names cudarc
+# tries, in its order (as src/pipeline/load.rs checks them).
 for lib in cuda cublas cublasLt curand cudnn; do
   found=""
-  for so in "lib$lib.so" "lib$lib.so.13" "lib$lib.so.12" "lib$lib.so.10" "lib$lib.so.9" "lib$lib.so.1"; do
+  for so in "lib$lib.so" "lib$lib.so.13" "lib$lib.so.12" "lib$lib.so.11" "lib$lib.so.10" "lib$lib.so.9" "lib$lib.so.1"; do
     for d in ${LD_LIBRARY_PATH//:/ } $(ldconfig -p 2>/dev/null | awk -v so="$so" '$1 == so {sub(/\/[^\/]*$/, "", $NF); print $NF}'); do
       [ -e "$d/$so" ] && { found="$d/$so"; break 2; }
     done
