@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Installs what building and testing turbovsr needs on Debian 12: GStreamer 1.22 development
-# files, gst-launch/gst-inspect and the plugins the demo and tests use. Idempotent.
+# files, gst-launch/gst-inspect and the plugins the demo, `turbovsr upscale` and the tests use
+# (gstreamer1.0-libav: the H.264 decoder avdec_h264 and the AAC encoder). Idempotent.
+# scripts/check-packages.sh (run by CI) fails when an element in use is in a package missing
+# from this list.
 set -euo pipefail
 packages=(
   pkg-config
+  libgstreamer1.0-0
   libgstreamer1.0-dev
   libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools
   gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good
   gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -126,9 +126,8 @@ fn debian_package(element: &str) -> Option<&'static str> {
         "x264enc" => "gstreamer1.0-plugins-ugly",
         "avenc_aac" => "gstreamer1.0-libav",
         "opusenc" | "vorbisenc" | "videoconvert" | "audioconvert" | "audioresample"
-        | "uridecodebin" | "decodebin" | "queue" | "capsfilter" | "filesink" | "fakesink" => {
-            "gstreamer1.0-plugins-base"
-        }
+        | "uridecodebin" | "decodebin" => "gstreamer1.0-plugins-base",
+        "queue" | "capsfilter" | "filesink" | "fakesink" => "libgstreamer1.0-0",
         "matroskamux" | "mp4mux" | "qtmux" | "webmmux" | "vp8enc" | "vp9enc" | "pngenc"
         | "multifilesink" | "y4menc" | "lamemp3enc" => "gstreamer1.0-plugins-good",
         _ => return None,

@@ -4,9 +4,13 @@
 //! Threads: the sink pad's streaming thread converts each buffer to float RGB and feeds the
 //! window scheduler; full windows go to one worker thread through a one-slot queue (the chain
 //! blocks from queuing a window until the worker takes it: back-pressure, never unbounded
-//! buffering, and at most one running window plus the next one's new frames on the host). Finished windows come back through the same queue and are pushed downstream from
-//! the streaming thread, so buffers and serialized events keep their order. FLUSH_START and
-//! PAUSED->READY unblock a waiting chain and cancel the running window.
+//! buffering, and at most one running window plus the next one's new frames on the host).
+//! Finished windows come back through the same queue and are pushed downstream as soon as they
+//! are done by a push thread, or by the streaming thread when it gets there first; one push lock
+//! orders every downstream push, so buffers and serialized events keep their order. The push
+//! thread is what keeps a player from stalling: a window's frames must not wait for the next
+//! input buffer, which may never come while the player's other sinks wait for this one to
+//! preroll. FLUSH_START and PAUSED->READY unblock a waiting chain and cancel the running window.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +45,7 @@ const DEFAULT_SCALE: u32 = 4;
 const DEFAULT_STEPS: u32 = 4;
 const DEFAULT_WINDOW: u32 = crate::pipeline::window::DEFAULT_WINDOW as u32;
 const DEFAULT_OVERLAP: u32 = crate::pipeline::window::DEFAULT_OVERLAP as u32;
+const DEFAULT_FIRST_WINDOW: u32 = crate::pipeline::window::DEFAULT_FIRST_WINDOW as u32;
 const DEFAULT_TILE_SIZE: u32 = 0;
 const DEFAULT_TILE_OVERLAP: u32 = crate::pipeline::load::DEFAULT_TILE_OVERLAP as u32;
 const DEFAULT_DEVICE: DeviceKind = DeviceKind::Auto;
@@ -61,6 +66,7 @@ struct Settings {
     steps: u32,
     window: u32,
     overlap: u32,
+    first_window: u32,
     tile_size: u32,
     tile_overlap: u32,
     device: DeviceKind,
@@ -80,6 +86,7 @@ impl Default for Settings {
             steps: DEFAULT_STEPS,
             window: DEFAULT_WINDOW,
             overlap: DEFAULT_OVERLAP,
+            first_window: DEFAULT_FIRST_WINDOW,
             tile_size: DEFAULT_TILE_SIZE,
             tile_overlap: DEFAULT_TILE_OVERLAP,
             device: DEFAULT_DEVICE,
@@ -113,7 +120,9 @@ impl Settings {
                 return Err(format!("prompt-embeds file '{path}' does not exist"));
             }
         }
-        WindowConfig::new(self.window as usize, self.overlap as usize).map_err(|e| e.to_string())
+        WindowConfig::new(self.window as usize, self.overlap as usize)
+            .and_then(|w| w.with_first_window(self.first_window as usize))
+            .map_err(|e| e.to_string())
     }
 
     fn processor_settings(&self) -> ProcessorSettings {
@@ -233,6 +242,9 @@ struct Queue {
     generation: u64,
     /// Cancels the window the worker is running.
     running_cancel: Option<Arc<CancelToken>>,
+    /// What downstream last refused from the push thread (not-linked, EOS, an error): returned
+    /// by the next chain, like a pad's last flow return, until the next flush.
+    downstream: Option<gst::FlowError>,
 }
 
 #[derive(Default)]
@@ -255,28 +267,41 @@ impl Shared {
         } else {
             q.job = None;
             q.results.clear();
+            q.downstream = None;
             q.generation += 1;
         }
         self.cond.notify_all();
     }
 }
 
+/// The model's worker thread and the push thread, which share the queue.
 struct Worker {
     shared: Arc<Shared>,
     handle: Option<JoinHandle<()>>,
+    pusher: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    fn spawn(engine: UpscaleEngine) -> std::io::Result<Self> {
+    fn spawn(
+        engine: UpscaleEngine,
+        element: glib::WeakRef<super::TurboVsr>,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::default());
         let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("turbovsr-worker".into())
             .spawn(move || worker_loop(engine, &thread_shared))?;
-        Ok(Self {
-            shared,
+        let mut worker = Self {
+            shared: shared.clone(),
             handle: Some(handle),
-        })
+            pusher: None,
+        };
+        worker.pusher = Some(
+            std::thread::Builder::new()
+                .name("turbovsr-push".into())
+                .spawn(move || push_loop(&shared, &element))?,
+        );
+        Ok(worker)
     }
 
     fn stop(&mut self) {
@@ -284,6 +309,37 @@ impl Worker {
         self.shared.set_flushing(true);
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
+        }
+        if let Some(handle) = self.pusher.take() {
+            // The push thread may hold the last reference to the element, and so stop here.
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// The push thread: pushes each finished window downstream as soon as the worker is done
+/// with it, whether or not another input buffer comes.
+fn push_loop(shared: &Shared, element: &glib::WeakRef<super::TurboVsr>) {
+    loop {
+        {
+            let mut q = shared.queue.lock();
+            while !q.shutdown && (q.results.is_empty() || q.flushing) {
+                shared.cond.wait(&mut q);
+            }
+            if q.shutdown {
+                return;
+            }
+        }
+        let Some(element) = element.upgrade() else {
+            return;
+        };
+        if let Err(err) = element.imp().push_ready(false) {
+            let mut q = shared.queue.lock();
+            if err != gst::FlowError::Flushing && !q.flushing {
+                q.downstream.get_or_insert(err);
+            }
         }
     }
 }
@@ -521,6 +577,9 @@ pub struct TurboVsr {
     frames_held: Arc<AtomicU64>,
     /// Windows of the current configuration, for the LATENCY query.
     windows: Mutex<WindowConfig>,
+    /// Orders every downstream push of frames and serialized events between the streaming
+    /// thread and the push thread.
+    push_lock: Mutex<()>,
 }
 
 pub(crate) fn layout_from_info(info: &gst_video::VideoInfo) -> Result<FrameLayout, String> {
@@ -668,11 +727,13 @@ impl TurboVsr {
 
     /// Queues a window for the worker and waits until the worker takes it. The streaming thread
     /// gathers the next window's frames only while this one runs, so the host holds at most the
-    /// running window and the next one's new frames (DESIGN §5: two windows at most).
+    /// running window and the next one's new frames (DESIGN §5: two windows at most). It also
+    /// waits while a finished window is not yet pushed: downstream's back-pressure reaches
+    /// upstream, and finished output never piles up.
     fn submit(&self, job: Job) -> Result<(), gst::FlowError> {
         let shared = self.shared().ok_or(gst::FlowError::Flushing)?;
         let mut q = shared.queue.lock();
-        while q.job.is_some() && !q.flushing {
+        while (q.job.is_some() || !q.results.is_empty()) && !q.flushing {
             shared.cond.wait(&mut q);
         }
         if q.flushing {
@@ -704,17 +765,37 @@ impl TurboVsr {
     /// `wait`, first waits until the worker is idle with nothing queued.
     fn push_ready(&self, wait: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
         let shared = self.shared().ok_or(gst::FlowError::Flushing)?;
+        if wait {
+            let mut q = shared.queue.lock();
+            while (q.job.is_some() || q.busy) && !q.flushing {
+                shared.cond.wait(&mut q);
+            }
+        }
+        // Held until the items are pushed: results leave the queue in order and are pushed in
+        // that order, by whichever thread drained them. Without `wait` (the chain), a push in
+        // progress is left to the push thread, which takes every result there is before it
+        // waits again: the streaming thread goes back to its input instead of blocking on a
+        // sink that waits in preroll for the other branches, which need that input to flow.
+        let _push = if wait {
+            self.push_lock.lock()
+        } else {
+            match self.push_lock.try_lock() {
+                Some(guard) => guard,
+                None => return Ok(gst::FlowSuccess::Ok),
+            }
+        };
         let results: Vec<JobResult> = {
             let mut q = shared.queue.lock();
-            if wait {
-                while (q.job.is_some() || q.busy) && !q.flushing {
-                    shared.cond.wait(&mut q);
-                }
-            }
             if q.flushing {
                 return Err(gst::FlowError::Flushing);
             }
-            q.results.drain(..).collect()
+            if let Some(err) = q.downstream {
+                return Err(err);
+            }
+            let results = q.results.drain(..).collect();
+            // A chain waiting to queue the next window may go on.
+            shared.cond.notify_all();
+            results
         };
         if results.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
@@ -833,6 +914,22 @@ impl TurboVsr {
         Ok(gst::FlowSuccess::Ok)
     }
 
+    /// Pushes a serialized event now if every frame received before it is pushed, else queues
+    /// it behind them. Under the push lock, so that it cannot overtake frames the push thread
+    /// is pushing.
+    fn push_serialized(&self, event: gst::Event) -> bool {
+        let _push = self.push_lock.lock();
+        let ready = self
+            .state
+            .lock()
+            .as_mut()
+            .map_or(Some(event.clone()), |s| s.defer_event(event));
+        match ready {
+            Some(event) => self.srcpad.push_event(event),
+            None => true,
+        }
+    }
+
     /// Processes the partial tail window, pushes every frame and queued event, and starts a new
     /// stream: before EOS, caps changes, new segments and discontinuities.
     fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
@@ -857,6 +954,7 @@ impl TurboVsr {
             self.submit(job)?;
         }
         self.push_ready(true)?;
+        let _push = self.push_lock.lock();
         let events = {
             let mut state_guard = self.state.lock();
             let Some(state) = state_guard.as_mut() else {
@@ -883,6 +981,9 @@ impl TurboVsr {
                 self.srcpad.push_event(event)
             }
             EventView::FlushStop(_) => {
+                // The push thread is done with the flushed stream's frames before the flush
+                // ends (its pushes fail fast since FLUSH_START).
+                let _push = self.push_lock.lock();
                 if let Some(shared) = self.shared() {
                     shared.set_flushing(false);
                 }
@@ -915,25 +1016,29 @@ impl TurboVsr {
                 let repeated = {
                     let mut state = self.state.lock();
                     match state.as_mut() {
-                        Some(s) if s.segment.as_ref() == Some(&segment) => {
-                            Some(s.defer_event(event.clone()))
-                        }
+                        Some(s) if s.segment.as_ref() == Some(&segment) => true,
                         Some(s) => {
                             s.segment = Some(segment);
-                            None
+                            false
                         }
-                        None => None,
+                        None => false,
                     }
                 };
-                match repeated {
-                    Some(Some(event)) => self.srcpad.push_event(event),
-                    Some(None) => true,
-                    None => match self.drain() {
+                if repeated {
+                    self.push_serialized(event)
+                } else {
+                    match self.drain() {
                         Ok(_) => self.srcpad.push_event(event),
                         Err(_) => false,
-                    },
+                    }
                 }
             }
+            // The end of a segment seek's range: its last frames are due now (a looping
+            // player seeks again on SEGMENT_DONE, and that flush would drop them).
+            EventView::SegmentDone(_) => match self.drain() {
+                Ok(_) => self.srcpad.push_event(event),
+                Err(_) => false,
+            },
             EventView::Eos(_) | EventView::StreamStart(_) => {
                 match self.drain() {
                     Ok(_) => self.srcpad.push_event(event),
@@ -950,17 +1055,7 @@ impl TurboVsr {
                     }
                 }
             }
-            _ if event.is_serialized() => {
-                let ready = self
-                    .state
-                    .lock()
-                    .as_mut()
-                    .map_or(Some(event.clone()), |s| s.defer_event(event));
-                match ready {
-                    Some(event) => self.srcpad.push_event(event),
-                    None => true,
-                }
-            }
+            _ if event.is_serialized() => self.push_serialized(event),
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
     }
@@ -1189,10 +1284,10 @@ impl TurboVsr {
             device,
             OutputSize::Scale(settings.scale as usize),
         );
-        let worker = Worker::spawn(engine).map_err(|e| {
+        let worker = Worker::spawn(engine, self.obj().downgrade()).map_err(|e| {
             gst::error_msg!(
                 gst::CoreError::Failed,
-                ["Cannot start the worker thread: {}", e]
+                ["Cannot start the worker threads: {}", e]
             )
         })?;
         *self.shared.lock() = Some(worker.shared.clone());
@@ -1279,6 +1374,7 @@ impl ObjectSubclass for TurboVsr {
             stats: Mutex::new(Stats::default()),
             frames_held: Arc::new(AtomicU64::new(0)),
             windows: Mutex::new(WindowConfig::default()),
+            push_lock: Mutex::new(()),
         }
     }
 }
@@ -1325,6 +1421,18 @@ impl ObjectImpl for TurboVsr {
                     .minimum(1)
                     .maximum(1017)
                     .default_value(DEFAULT_OVERLAP)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("first-window")
+                    .nick("First window")
+                    .blurb(
+                        "Frames of the first window after the stream starts, a flush or a new \
+                         segment: 1 + 8k up to window. The first frame is pushed after this many \
+                         input frames, before a player's queues fill",
+                    )
+                    .minimum(1)
+                    .maximum(1025)
+                    .default_value(DEFAULT_FIRST_WINDOW)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("tile-size")
@@ -1429,6 +1537,7 @@ impl ObjectImpl for TurboVsr {
             "steps" => s.steps = value.get().expect("type checked upstream"),
             "window" => s.window = value.get().expect("type checked upstream"),
             "overlap" => s.overlap = value.get().expect("type checked upstream"),
+            "first-window" => s.first_window = value.get().expect("type checked upstream"),
             "tile-size" => s.tile_size = value.get().expect("type checked upstream"),
             "tile-overlap" => s.tile_overlap = value.get().expect("type checked upstream"),
             "device" => s.device = value.get().expect("type checked upstream"),
@@ -1451,6 +1560,7 @@ impl ObjectImpl for TurboVsr {
             "steps" => s.steps.to_value(),
             "window" => s.window.to_value(),
             "overlap" => s.overlap.to_value(),
+            "first-window" => s.first_window.to_value(),
             "tile-size" => s.tile_size.to_value(),
             "tile-overlap" => s.tile_overlap.to_value(),
             "device" => s.device.to_value(),

@@ -162,10 +162,13 @@ impl Acc {
 }
 
 /// The window for clips of `frames` frames: `window` if given, else the smallest 1 + 8k that
-/// holds the clip (at least 9, the shortest window the scheduler takes).
+/// holds the clip (at least 9, the shortest window the scheduler takes). The first window is
+/// full length too, so that a clip is one window.
 pub fn eval_window(frames: usize, window: Option<usize>) -> anyhow::Result<WindowConfig> {
     let window = window.unwrap_or_else(|| padded_clip_len(frames).max(9));
-    WindowConfig::new(window, 1).with_context(|| format!("--window {window}"))
+    WindowConfig::new(window, 1)
+        .and_then(|w| w.with_first_window(window))
+        .with_context(|| format!("--window {window}"))
 }
 
 /// Evaluates `methods` on the first `clips` clips of `set`; `progress` gets one line per clip.

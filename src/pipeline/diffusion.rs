@@ -345,6 +345,15 @@ impl LoadedModel {
     }
 }
 
+impl LoadedModel {
+    /// The pixel grid a frame is padded to (DESIGN §2): the VAE's spatial compression times the
+    /// transformer's patch size, so that the latent splits into whole patches (32 x 1 for
+    /// LTX-Video, 4 x 2 for the shipped default). Tiles are whole patches of that latent.
+    fn spatial_grid(&self) -> usize {
+        self.vae.config().spatial_compression() * self.denoiser.config().patch_size
+    }
+}
+
 impl DiffusionProcessor {
     /// Loads a checkpoint folder (DESIGN §3.3) on `device`, or shares the weights another
     /// stream already loaded from it. Errors name the path and the reason.
@@ -528,7 +537,7 @@ impl DiffusionProcessor {
             )
             .into());
         }
-        let s = self.model.vae.config().spatial_compression();
+        let grid = self.model.spatial_grid();
         let dtype = self.model.vae_dtype;
         let mut stats = WindowStats::default();
         if input.starts_stream {
@@ -540,11 +549,11 @@ impl DiffusionProcessor {
         self.device.synchronize()?;
         crate::model::flops::take();
         let t0 = Instant::now();
-        // (3, f, H, W) -> (1, 3, f, H', W'), replicate-padded to the VAE's grid
-        let clip = pad_to_multiple(&input.frames.unsqueeze(0)?, s)?.to_dtype(dtype)?;
+        // (3, f, H, W) -> (1, 3, f, H', W'), replicate-padded to the model's grid (DESIGN §2)
+        let clip = pad_to_multiple(&input.frames.unsqueeze(0)?, grid)?.to_dtype(dtype)?;
         let cond = self.encode(&clip)?;
         let z_first_encoded = match &self.last_frame {
-            Some(frame) => Some(self.encode(&pad_to_multiple(frame, s)?.to_dtype(dtype)?)?),
+            Some(frame) => Some(self.encode(&pad_to_multiple(frame, grid)?.to_dtype(dtype)?)?),
             None => None,
         };
         self.device.synchronize()?;

@@ -4,14 +4,20 @@
 //! windows share `overlap` = 1 + 8j frames. Window k's first frame is an output frame of window
 //! k - 1 (it conditions window k), so each frame is emitted exactly once:
 //!
-//! - window 0 emits its frames `0 ..= step`;
+//! - window 0 is shorter: `first_window` frames (default 9: frame 0 as image SR plus one
+//!   latent), so that the first output frame needs no more input than a player queues (DESIGN
+//!   §6: at stream start, after a flush and after a new segment, which all start a new stream).
+//!   It shares `overlap` frames with window 1 when it is longer than that, else only its last
+//!   frame, and emits its frames `0 ..= first_window - shared`; with `first_window = window`
+//!   it is a full window like the others;
 //! - window k > 0 emits its frames `1 ..= step` (its frame 0 was emitted by window k - 1, and the
 //!   frames of the overlapping latents are emitted by the later window, decoded from fused latents);
 //! - the tail (at end of stream) holds the frames from the last window start to the end, is
 //!   padded by repeating its last frame up to the next 1 + 8k length, and emits every real frame
 //!   not emitted yet. Padded frames are never emitted. A one-frame stream is one one-frame window.
 //!
-//! The scheduler holds at most `window` frames, whatever the stream length.
+//! The scheduler holds at most `window` frames, whatever the stream length, and at most
+//! `first_window` before the first window is formed.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -20,6 +26,10 @@ use std::ops::Range;
 pub const DEFAULT_WINDOW: usize = 49;
 /// Default overlap between consecutive windows (paper §3.5: 9 frames = 1 + 8).
 pub const DEFAULT_OVERLAP: usize = 9;
+/// Default length of the first window of a stream: the shortest clip with a latent after the
+/// conditioning frame (1 + 8). Players queue about 2 s of audio; 9 frames fit at any frame rate
+/// up to 120 fps with room to spare.
+pub const DEFAULT_FIRST_WINDOW: usize = 9;
 /// The VAE compresses time by 8 with a causal first frame, so clips are 1 + 8k frames long.
 pub const TEMPORAL_COMPRESSION: usize = 8;
 
@@ -32,6 +42,8 @@ pub enum WindowConfigError {
     Overlap(usize),
     #[error("overlap={overlap} must be smaller than window={window}")]
     OverlapTooLarge { window: usize, overlap: usize },
+    #[error("first-window={first} is not 1 + 8k up to window={window} (valid: 1, 9, 17, ...)")]
+    FirstWindow { first: usize, window: usize },
 }
 
 /// Whether `n` frames form a valid clip for the causal VAE (1 + 8k, k >= 0).
@@ -47,11 +59,12 @@ pub fn padded_clip_len(n: usize) -> usize {
     1 + (n - 1).div_ceil(TEMPORAL_COMPRESSION) * TEMPORAL_COMPRESSION
 }
 
-/// Validated window length and overlap.
+/// Validated window length, overlap and first-window length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowConfig {
     window: usize,
     overlap: usize,
+    first_window: usize,
 }
 
 impl Default for WindowConfig {
@@ -59,6 +72,7 @@ impl Default for WindowConfig {
         Self {
             window: DEFAULT_WINDOW,
             overlap: DEFAULT_OVERLAP,
+            first_window: DEFAULT_FIRST_WINDOW,
         }
     }
 }
@@ -74,7 +88,30 @@ impl WindowConfig {
         if overlap >= window {
             return Err(WindowConfigError::OverlapTooLarge { window, overlap });
         }
-        Ok(Self { window, overlap })
+        Ok(Self {
+            window,
+            overlap,
+            first_window: DEFAULT_FIRST_WINDOW.min(window),
+        })
+    }
+
+    /// The same windows with a first window of `first` frames (1 + 8k, at most `window`;
+    /// `first = window` makes every window full length).
+    pub fn with_first_window(self, first: usize) -> Result<Self, WindowConfigError> {
+        if !is_valid_clip_len(first) || first > self.window {
+            return Err(WindowConfigError::FirstWindow {
+                first,
+                window: self.window,
+            });
+        }
+        Ok(Self {
+            first_window: first,
+            ..self
+        })
+    }
+
+    pub fn first_window(&self) -> usize {
+        self.first_window
     }
 
     pub fn window(&self) -> usize {
@@ -88,6 +125,16 @@ impl WindowConfig {
     /// Frames between the starts of consecutive windows.
     pub fn step(&self) -> usize {
         self.window - self.overlap
+    }
+
+    /// Frames between the starts of window 0 and window 1: window 0 shares `overlap` frames
+    /// with window 1 when it is longer than that, else its last frame only.
+    pub fn first_step(&self) -> usize {
+        if self.first_window > self.overlap {
+            self.first_window - self.overlap
+        } else {
+            self.first_window - 1
+        }
     }
 }
 
@@ -157,14 +204,19 @@ impl<F: Clone> WindowScheduler<F> {
         self.received - self.next_emit
     }
 
-    /// Adds the next frame; returns a full window once `window` frames are buffered.
+    /// Adds the next frame; returns a window once it is full (`first_window` frames for window
+    /// 0, `window` frames after it).
     pub fn push(&mut self, frame: F) -> Option<Window<F>> {
         self.buffered.push_back(frame);
         self.received += 1;
-        if self.buffered.len() < self.config.window() {
+        let (len, step) = if self.windows == 0 {
+            (self.config.first_window(), self.config.first_step())
+        } else {
+            (self.config.window(), self.config.step())
+        };
+        if self.buffered.len() < len {
             return None;
         }
-        let step = self.config.step();
         let window = self.take_window(step + 1);
         // The next window starts `step` frames later; the overlap stays buffered.
         self.buffered.drain(..step);
@@ -226,6 +278,21 @@ mod tests {
         (57, 49),
     ];
 
+    /// Every config with first windows of 1 frame, 9 frames (the default), 17 and full length.
+    fn configs() -> Vec<WindowConfig> {
+        let mut out = Vec::new();
+        for &(w, o) in CONFIGS {
+            for first in [1, 9, 17, w] {
+                if let Ok(c) = WindowConfig::new(w, o).unwrap().with_first_window(first) {
+                    if !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Runs a stream of `n` frames (numbered) through the scheduler; returns the windows.
     fn run(n: u64, config: WindowConfig) -> Vec<Window<u64>> {
         let mut scheduler = WindowScheduler::new(config);
@@ -236,8 +303,7 @@ mod tests {
 
     #[test]
     fn every_frame_is_emitted_once_in_order() {
-        for &(w, o) in CONFIGS {
-            let config = WindowConfig::new(w, o).unwrap();
+        for config in configs() {
             for n in 1..=300u64 {
                 let windows = run(n, config);
                 let emitted: Vec<u64> = windows
@@ -245,19 +311,19 @@ mod tests {
                     .flat_map(|win| win.emit.clone().map(|i| win.frames[i]))
                     .collect();
                 let expected: Vec<u64> = (0..n).collect();
-                assert_eq!(emitted, expected, "window={w} overlap={o} frames={n}");
+                assert_eq!(emitted, expected, "{config:?} frames={n}");
             }
         }
     }
 
     #[test]
     fn windows_have_valid_lengths_and_overlap() {
-        for &(w, o) in CONFIGS {
-            let config = WindowConfig::new(w, o).unwrap();
+        for config in configs() {
+            let (w, o, first) = (config.window(), config.overlap(), config.first_window());
             for n in 1..=300u64 {
                 let windows = run(n, config);
                 for (k, win) in windows.iter().enumerate() {
-                    let ctx = format!("window={w} overlap={o} frames={n} k={k}");
+                    let ctx = format!("{config:?} frames={n} k={k}");
                     assert_eq!(win.index, k as u64, "{ctx}");
                     // Frames are consecutive from `start`.
                     for (i, f) in win.frames.iter().enumerate() {
@@ -275,15 +341,22 @@ mod tests {
                         assert_eq!(win.emit.start, 0, "{ctx}");
                     } else {
                         // Each later window starts at the previous one's last emitted frame,
-                        // which conditions it, and steps by window - overlap.
+                        // which conditions it, and steps by window - overlap (window 0 by its
+                        // own step).
                         let prev = &windows[k - 1];
-                        assert_eq!(win.start, prev.start + (w - o) as u64, "{ctx}");
+                        let step = if k == 1 { config.first_step() } else { w - o };
+                        assert_eq!(win.start, prev.start + step as u64, "{ctx}");
                         assert_eq!(win.start, prev.start + prev.emit.end as u64 - 1, "{ctx}");
                         assert_eq!(win.emit.start, 1, "{ctx}");
                     }
                     if k + 1 < windows.len() {
-                        assert_eq!(win.frames.len(), w, "{ctx}");
-                        assert_eq!(win.emit.end, w - o + 1, "{ctx}");
+                        let (len, step) = if k == 0 {
+                            (first, config.first_step())
+                        } else {
+                            (w, w - o)
+                        };
+                        assert_eq!(win.frames.len(), len, "{ctx}");
+                        assert_eq!(win.emit.end, step + 1, "{ctx}");
                     }
                 }
             }
@@ -297,6 +370,47 @@ mod tests {
         assert_eq!(windows[0].frames, vec![0]);
         assert_eq!(windows[0].padded_len, 1);
         assert_eq!(windows[0].emit, 0..1);
+    }
+
+    #[test]
+    fn the_first_window_is_short_and_then_windows_are_full() {
+        // Default: 9 frames, all emitted, then 49-frame windows from frame 8 on.
+        let windows = run(120, WindowConfig::default());
+        assert_eq!((windows[0].start, windows[0].frames.len()), (0, 9));
+        assert_eq!(windows[0].emit, 0..9);
+        assert_eq!((windows[1].start, windows[1].frames.len()), (8, 49));
+        assert_eq!(windows[1].emit, 1..41);
+        assert_eq!((windows[2].start, windows[2].frames.len()), (48, 49));
+        // The first output needs 9 input frames, after every reset too.
+        let mut scheduler = WindowScheduler::new(WindowConfig::default());
+        for round in 0..3 {
+            let got: Vec<_> = (0..9u64).map(|i| scheduler.push(i).is_some()).collect();
+            assert_eq!(got, [vec![false; 8], vec![true]].concat(), "round {round}");
+            scheduler.reset();
+        }
+        // A first window longer than the overlap shares the overlap with window 1.
+        let c = WindowConfig::new(49, 9)
+            .unwrap()
+            .with_first_window(25)
+            .unwrap();
+        let windows = run(100, c);
+        assert_eq!(
+            (windows[0].frames.len(), windows[0].emit.clone()),
+            (25, 0..17)
+        );
+        assert_eq!(windows[1].start, 16);
+        // One frame: image SR of frame 0, which then conditions a full window.
+        let c = WindowConfig::default().with_first_window(1).unwrap();
+        let windows = run(60, c);
+        assert_eq!(
+            (windows[0].frames.len(), windows[0].emit.clone()),
+            (1, 0..1)
+        );
+        assert_eq!((windows[1].start, windows[1].frames.len()), (0, 49));
+        assert_eq!(windows[1].emit, 1..41);
+        // Full length: the windows of earlier releases.
+        let c = WindowConfig::default().with_first_window(49).unwrap();
+        assert_eq!(run(100, c)[1].start, 40);
     }
 
     #[test]
@@ -338,6 +452,17 @@ mod tests {
                 overlap: 17
             })
         );
+        let c = WindowConfig::new(17, 9).unwrap();
+        assert_eq!(c.first_window(), 9);
+        for bad in [0, 2, 8, 25] {
+            assert_eq!(
+                c.with_first_window(bad),
+                Err(WindowConfigError::FirstWindow {
+                    first: bad,
+                    window: 17
+                })
+            );
+        }
         assert_eq!(padded_clip_len(1), 1);
         assert_eq!(padded_clip_len(2), 9);
         assert_eq!(padded_clip_len(9), 9);
