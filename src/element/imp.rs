@@ -325,7 +325,7 @@ fn push_loop(shared: &Shared, element: &glib::WeakRef<super::TurboVsr>) {
     loop {
         {
             let mut q = shared.queue.lock();
-            while !q.shutdown && (q.results.is_empty() || q.flushing) {
+            while !q.shutdown && (q.results.is_empty() || q.flushing || q.downstream.is_some()) {
                 shared.cond.wait(&mut q);
             }
             if q.shutdown {
@@ -335,10 +335,12 @@ fn push_loop(shared: &Shared, element: &glib::WeakRef<super::TurboVsr>) {
         let Some(element) = element.upgrade() else {
             return;
         };
-        if let Err(err) = element.imp().push_ready(false) {
+        if let Err(err) = element.imp().push_ready(PushMode::Pusher) {
             let mut q = shared.queue.lock();
             if err != gst::FlowError::Flushing && !q.flushing {
                 q.downstream.get_or_insert(err);
+                // A chain waiting to queue a window returns the error instead.
+                shared.cond.notify_all();
             }
         }
     }
@@ -555,6 +557,17 @@ impl State {
     }
 }
 
+/// Who pushes finished windows, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PushMode {
+    /// The streaming thread after each buffer: only if no push is in progress.
+    Chain,
+    /// The push thread: waits for a push in progress.
+    Pusher,
+    /// Draining (EOS, new segment, caps): first waits until the worker is idle.
+    Drain,
+}
+
 /// What the streaming thread pushes, in order, once it has let go of the state lock.
 enum Item {
     Buffer(gst::Buffer),
@@ -706,7 +719,7 @@ impl TurboVsr {
         if let Some(job) = window {
             self.submit(job)?;
         }
-        self.push_ready(false)
+        self.push_ready(PushMode::Chain)
     }
 
     fn make_job(&self, state: &State, window: Window<Frame>) -> Result<Job, gst::FlowError> {
@@ -733,11 +746,14 @@ impl TurboVsr {
     fn submit(&self, job: Job) -> Result<(), gst::FlowError> {
         let shared = self.shared().ok_or(gst::FlowError::Flushing)?;
         let mut q = shared.queue.lock();
-        while (q.job.is_some() || !q.results.is_empty()) && !q.flushing {
+        while (q.job.is_some() || !q.results.is_empty()) && !q.flushing && q.downstream.is_none() {
             shared.cond.wait(&mut q);
         }
         if q.flushing {
             return Err(gst::FlowError::Flushing);
+        }
+        if let Some(err) = q.downstream {
+            return Err(err);
         }
         gst::trace!(
             CAT,
@@ -761,28 +777,27 @@ impl TurboVsr {
         Ok(())
     }
 
-    /// Pushes finished windows downstream (and the events queued behind their frames). With
-    /// `wait`, first waits until the worker is idle with nothing queued.
-    fn push_ready(&self, wait: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
+    /// Pushes finished windows downstream (and the events queued behind their frames).
+    fn push_ready(&self, mode: PushMode) -> Result<gst::FlowSuccess, gst::FlowError> {
         let shared = self.shared().ok_or(gst::FlowError::Flushing)?;
-        if wait {
+        if mode == PushMode::Drain {
             let mut q = shared.queue.lock();
             while (q.job.is_some() || q.busy) && !q.flushing {
                 shared.cond.wait(&mut q);
             }
         }
         // Held until the items are pushed: results leave the queue in order and are pushed in
-        // that order, by whichever thread drained them. Without `wait` (the chain), a push in
-        // progress is left to the push thread, which takes every result there is before it
-        // waits again: the streaming thread goes back to its input instead of blocking on a
-        // sink that waits in preroll for the other branches, which need that input to flow.
-        let _push = if wait {
-            self.push_lock.lock()
-        } else {
+        // that order, by whichever thread drained them. The chain leaves a push in progress to
+        // the push thread, which takes every result there is before it waits again: the
+        // streaming thread goes back to its input instead of blocking on a sink that waits in
+        // preroll for the other branches, which need that input to flow.
+        let _push = if mode == PushMode::Chain {
             match self.push_lock.try_lock() {
                 Some(guard) => guard,
                 None => return Ok(gst::FlowSuccess::Ok),
             }
+        } else {
+            self.push_lock.lock()
         };
         let results: Vec<JobResult> = {
             let mut q = shared.queue.lock();
@@ -953,7 +968,7 @@ impl TurboVsr {
             );
             self.submit(job)?;
         }
-        self.push_ready(true)?;
+        self.push_ready(PushMode::Drain)?;
         let _push = self.push_lock.lock();
         let events = {
             let mut state_guard = self.state.lock();
