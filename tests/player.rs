@@ -13,7 +13,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
-use gstturbovsr::model::turbovsr::{write_test_model, Preset, TestModelOptions};
 
 mod common;
 
@@ -49,16 +48,6 @@ fn clip(width: u32, height: u32) -> PathBuf {
     pipeline.set_state(gst::State::Null).unwrap();
     clips.push((width, height, path.clone()));
     path
-}
-
-fn tiny_model() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("player-tiny-model-{}", std::process::id()));
-        write_test_model(&dir, &TestModelOptions::new(Preset::Tiny)).unwrap();
-        dir
-    })
 }
 
 struct Player {
@@ -395,7 +384,7 @@ fn playbin_seeks_with_a_random_checkpoint() {
         &clip(64, 48),
         &format!(
             "turbovsr model={} steps=1 device=cpu",
-            tiny_model().display()
+            common::tiny_model("player").display()
         ),
         Duration::from_secs(30),
     );

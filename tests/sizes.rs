@@ -5,21 +5,9 @@
 //! default model's 2x2 patches), and scales 4, 3 and 2, through `Upscaler`, the element's
 //! window path without GStreamer.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-use gstturbovsr::model::turbovsr::{write_test_model, Preset, TestModelOptions};
 use gstturbovsr::pipeline::{OutputSize, ProcessorSettings, RgbFrame, Upscaler, WindowConfig};
 
-fn tiny_model() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("sizes-tiny-model-{}", std::process::id()));
-        write_test_model(&dir, &TestModelOptions::new(Preset::Tiny)).unwrap();
-        dir
-    })
-}
+mod common;
 
 /// (width, height, scale): the output is `scale` times each.
 const SIZES: &[(usize, usize, usize)] = &[
@@ -85,7 +73,7 @@ fn every_size_with_the_bicubic_baseline() {
 #[test]
 fn every_size_with_a_random_32x_checkpoint() {
     check(
-        tiny_model().to_str().unwrap(),
+        common::tiny_model("sizes").to_str().unwrap(),
         11,
         WindowConfig::new(9, 1).unwrap(),
     );

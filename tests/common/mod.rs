@@ -1,7 +1,8 @@
 //! Helpers shared by the element and pipeline test binaries (`mod common;` in each).
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::sync::Once;
+use std::path::{Path, PathBuf};
+use std::sync::{Once, OnceLock};
 
 use gst::prelude::*;
 
@@ -46,4 +47,17 @@ pub fn finish(pipeline: &gst::Pipeline) -> Option<String> {
         gst::MessageView::Error(e) => Some(format!("{} {:?}", e.error(), e.debug())),
         _ => None,
     }
+}
+
+/// The tiny random checkpoint (`turbovsr make-test-model --preset tiny`), written once per test
+/// binary under cargo's scratch folder; `name` and the process id keep binaries and runs apart.
+pub fn tiny_model(name: &str) -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use gstturbovsr::model::turbovsr::{write_test_model, Preset, TestModelOptions};
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-tiny-model-{}", std::process::id()));
+        write_test_model(&dir, &TestModelOptions::new(Preset::Tiny)).unwrap();
+        dir
+    })
 }
