@@ -244,7 +244,8 @@ fn flush_drops_buffered_frames_and_restarts() {
 #[test]
 fn caps_change_mid_stream_drains_first() {
     common::init();
-    let mut h = harness(&[("scale", &2u32)]);
+    // A full-length first window, so that nothing is pushed before the caps change drains.
+    let mut h = harness(&[("scale", &2u32), ("first-window", &49u32)]);
     let small = caps("RGB", 8, 8);
     h.set_src_caps(small.clone());
     for i in 0..10 {
@@ -386,8 +387,9 @@ fn pipeline_posts_progress_per_window() {
             .unwrap(),
         100
     );
-    // 100 frames, windows of 49 stepping 40: 41 + 40 frames, then a tail of 19.
-    assert_eq!(windows, vec![(0, 41), (1, 40), (2, 19)]);
+    // 100 frames: the 9-frame first window, windows of 49 stepping 40 from frame 8 (40 + 40
+    // frames), then a tail of 11.
+    assert_eq!(windows, vec![(0, 9), (1, 40), (2, 40), (3, 11)]);
 }
 
 #[test]
