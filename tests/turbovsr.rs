@@ -201,7 +201,8 @@ fn downstream_can_fix_the_output_size() {
 #[test]
 fn eos_mid_window_drains_the_tail_first() {
     common::init();
-    let mut h = harness(&[]);
+    // A full-length first window: 20 frames do not fill it.
+    let mut h = harness(&[("first-window", &49u32)]);
     let caps = caps("RGBA", 4, 4);
     h.set_src_caps(caps.clone());
     for i in 0..20 {
@@ -219,7 +220,8 @@ fn eos_mid_window_drains_the_tail_first() {
 #[test]
 fn flush_drops_buffered_frames_and_restarts() {
     common::init();
-    let mut h = harness(&[]);
+    // A full-length first window: nothing is pushed before the flush.
+    let mut h = harness(&[("first-window", &49u32)]);
     let caps = caps("RGB", 4, 4);
     h.set_src_caps(caps.clone());
     for i in 0..30 {
