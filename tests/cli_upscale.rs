@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, Once};
 
 use gst::prelude::*;
-use gstturbovsr::model::turbovsr::{write_test_model, Preset, TestModelOptions};
+
+mod common;
 
 static INIT: Once = Once::new();
 
@@ -22,16 +23,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn tiny_model() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("cli-upscale-tiny-model-{}", std::process::id()));
-        write_test_model(&dir, &TestModelOptions::new(Preset::Tiny)).unwrap();
-        dir
-    })
 }
 
 /// Runs a gst-launch style description to EOS.
@@ -184,7 +175,7 @@ fn tiny_model_to_matroska_keeps_frames_size_and_duration() {
         input.to_str().unwrap(),
         output.to_str().unwrap(),
         "--model",
-        tiny_model().to_str().unwrap(),
+        common::tiny_model("cli-upscale").to_str().unwrap(),
         "--steps",
         "1",
         "--window",
@@ -466,7 +457,7 @@ fn ctrl_c_finishes_a_playable_file() {
             input.to_str().unwrap(),
             output.to_str().unwrap(),
             "--model",
-            tiny_model().to_str().unwrap(),
+            common::tiny_model("cli-upscale").to_str().unwrap(),
             "--steps",
             "1",
             "--window",

@@ -2,8 +2,7 @@
 //! as `turbovsr make-test-model`: directly (evaluation counts per sampling pass) and inside the
 //! `turbovsr` element (frame count, size, timestamps, seeded determinism).
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 mod common;
@@ -13,18 +12,6 @@ use gstturbovsr::model::turbovsr::{write_test_model, Preset, TestModelOptions};
 use gstturbovsr::pipeline::{
     CancelToken, DiffusionProcessor, FrameProcessor, ProcessorSettings, WindowInput,
 };
-
-/// The tiny checkpoint, written once per test binary (1.7 MB, under cargo's per-target scratch
-/// folder; the process id keeps concurrent runs apart).
-fn tiny_model() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("diffusion-tiny-model-{}", std::process::id()));
-        write_test_model(&dir, &TestModelOptions::new(Preset::Tiny)).unwrap();
-        dir
-    })
-}
 
 fn settings(steps: usize, seed: u64) -> ProcessorSettings {
     ProcessorSettings {
@@ -42,8 +29,12 @@ fn steps_are_transformer_evaluations_per_sampling_pass() {
         .unwrap();
     let cancel = CancelToken::default();
     for steps in [1, 2, 4, 8] {
-        let mut p =
-            DiffusionProcessor::load(tiny_model(), &settings(steps, 0), &Device::Cpu).unwrap();
+        let mut p = DiffusionProcessor::load(
+            common::tiny_model("diffusion"),
+            &settings(steps, 0),
+            &Device::Cpu,
+        )
+        .unwrap();
         let first = WindowInput {
             index: 0,
             frames: &frames,
@@ -75,10 +66,20 @@ fn steps_are_transformer_evaluations_per_sampling_pass() {
     }
     let e = format!(
         "{:#}",
-        DiffusionProcessor::load(tiny_model(), &settings(3, 0), &Device::Cpu).unwrap_err()
+        DiffusionProcessor::load(
+            common::tiny_model("diffusion"),
+            &settings(3, 0),
+            &Device::Cpu
+        )
+        .unwrap_err()
     );
     assert!(e.contains("steps=3"), "{e}");
-    let mut p = DiffusionProcessor::load(tiny_model(), &settings(1, 0), &Device::Cpu).unwrap();
+    let mut p = DiffusionProcessor::load(
+        common::tiny_model("diffusion"),
+        &settings(1, 0),
+        &Device::Cpu,
+    )
+    .unwrap();
     let e = format!("{:#}", p.set_steps(3).unwrap_err());
     assert!(e.contains("steps=3"), "{e}");
 }
@@ -97,7 +98,12 @@ fn the_previous_output_frame_conditions_the_next_window() {
         emit: 1..9,
         starts_stream,
     };
-    let mut p = DiffusionProcessor::load(tiny_model(), &settings(1, 0), &Device::Cpu).unwrap();
+    let mut p = DiffusionProcessor::load(
+        common::tiny_model("diffusion"),
+        &settings(1, 0),
+        &Device::Cpu,
+    )
+    .unwrap();
     let fresh = p.process(&window(true), &cancel).unwrap();
     // After a different window, the same input conditions on another first frame.
     let other = (frames.clone() * -1.0).unwrap();
@@ -135,7 +141,12 @@ fn overlapping_latents_are_fused() {
         .clamp(-1f32, 1f32)
         .unwrap();
     let cancel = CancelToken::default();
-    let mut p = DiffusionProcessor::load(tiny_model(), &settings(1, 0), &Device::Cpu).unwrap();
+    let mut p = DiffusionProcessor::load(
+        common::tiny_model("diffusion"),
+        &settings(1, 0),
+        &Device::Cpu,
+    )
+    .unwrap();
     // Window 17 / overlap 9: window 0 emits frames 0..=8, its latent 2 (frames 9..=16) is
     // window 1's latent 1.
     let w0 = WindowInput {
@@ -180,7 +191,8 @@ fn any_output_size_and_reduced_precision_run() {
             vae_precision,
             ..settings(1, 0)
         };
-        let mut p = DiffusionProcessor::load(tiny_model(), &s, &Device::Cpu).unwrap();
+        let mut p =
+            DiffusionProcessor::load(common::tiny_model("diffusion"), &s, &Device::Cpu).unwrap();
         let input = WindowInput {
             index: 0,
             frames: &frames,
@@ -209,7 +221,7 @@ fn run_pattern_pipeline(source: &str, frames: u32, props: &str) -> Vec<(gst::Clo
         "videotestsrc num-buffers={frames} {source} ! \
          video/x-raw,format=RGB,width=64,height=64,framerate=25/1 ! \
          turbovsr model={} scale=4 device=cpu {props} ! appsink name=sink sync=false",
-        tiny_model().display()
+        common::tiny_model("diffusion").display()
     );
     let pipeline = common::launch(&desc);
     let sink = common::appsink(&pipeline, "sink");
@@ -331,10 +343,18 @@ fn spatial_tiles_denoise_large_latents_and_one_tile_is_exact() {
         .unwrap();
     // 64x64 is a 2x2 latent: the default 32-latent tile and a 2-latent tile both cover it in
     // one tile, which must give exactly the untiled result.
-    let mut untiled =
-        DiffusionProcessor::load(tiny_model(), &tiled_settings(0, 8), &Device::Cpu).unwrap();
-    let mut one_tile =
-        DiffusionProcessor::load(tiny_model(), &tiled_settings(2, 1), &Device::Cpu).unwrap();
+    let mut untiled = DiffusionProcessor::load(
+        common::tiny_model("diffusion"),
+        &tiled_settings(0, 8),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut one_tile = DiffusionProcessor::load(
+        common::tiny_model("diffusion"),
+        &tiled_settings(2, 1),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(
         run_window(&mut untiled, &small),
         run_window(&mut one_tile, &small)
@@ -347,21 +367,34 @@ fn spatial_tiles_denoise_large_latents_and_one_tile_is_exact() {
         .unwrap()
         .clamp(-1f32, 1f32)
         .unwrap();
-    let mut tiled =
-        DiffusionProcessor::load(tiny_model(), &tiled_settings(2, 1), &Device::Cpu).unwrap();
+    let mut tiled = DiffusionProcessor::load(
+        common::tiny_model("diffusion"),
+        &tiled_settings(2, 1),
+        &Device::Cpu,
+    )
+    .unwrap();
     let out = run_window(&mut tiled, &large);
     assert_eq!(out.len(), 3 * 9 * 96 * 128);
     assert!(out.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
     assert_eq!(tiled.stats().tiles, 6);
     assert_eq!(tiled.stats().video_evaluations, 2);
     // Tiling changes the result only through the tiles, deterministically.
-    let mut again =
-        DiffusionProcessor::load(tiny_model(), &tiled_settings(2, 1), &Device::Cpu).unwrap();
+    let mut again = DiffusionProcessor::load(
+        common::tiny_model("diffusion"),
+        &tiled_settings(2, 1),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(run_window(&mut again, &large), out);
 
     let err = format!(
         "{:#}",
-        DiffusionProcessor::load(tiny_model(), &tiled_settings(2, 2), &Device::Cpu).unwrap_err()
+        DiffusionProcessor::load(
+            common::tiny_model("diffusion"),
+            &tiled_settings(2, 2),
+            &Device::Cpu
+        )
+        .unwrap_err()
     );
     assert!(err.contains("tile-overlap=2"), "{err}");
 }
@@ -392,7 +425,7 @@ fn window_borders_step_like_latent_borders_inside_windows() {
     // from the inside one); the tile-seam measure itself is tested on latents in sample::tiles.
     let (n, h, w) = (49, 64, 64);
     let mut up = Upscaler::load(
-        tiny_model().to_str().unwrap(),
+        common::tiny_model("diffusion").to_str().unwrap(),
         &settings(1, 0),
         WindowConfig::new(25, 9).unwrap(),
         OutputSize::Scale(1),
@@ -440,7 +473,7 @@ fn host_frames_and_device_latents_stay_bounded_and_are_reported() {
         "videotestsrc num-buffers=60 ! video/x-raw,format=RGB,width=32,height=32 ! \
          turbovsr name=sr model={} scale=2 steps=1 window=17 overlap=9 device=cpu ! \
          fakesink sync=false",
-        tiny_model().display()
+        common::tiny_model("diffusion").display()
     ));
     let sr = pipeline.by_name("sr").unwrap();
     let (max_frames, max_latents, outputs) = (
@@ -509,7 +542,9 @@ fn color_fix_pulls_the_random_models_colour_to_the_bicubic_input() {
             color_fix: fix,
             ..settings(1, 0)
         };
-        let mut p = DiffusionProcessor::load(tiny_model(), &settings, &Device::Cpu).unwrap();
+        let mut p =
+            DiffusionProcessor::load(common::tiny_model("diffusion"), &settings, &Device::Cpu)
+                .unwrap();
         let out = p.process(&input, &CancelToken::default()).unwrap();
         assert_eq!(out.dims(), &[3, 9, h, w]);
         channel_means01(&out)
@@ -751,7 +786,7 @@ fn sizes_off_the_vae_grid_and_the_tile_grid_come_out_at_input_times_scale() {
         "videotestsrc num-buffers=12 ! video/x-raw,format=I420,width=45,height=37,framerate=25/1 ! \
          turbovsr model={} scale=3 steps=1 window=9 overlap=1 tile-size=2 tile-overlap=1 device=cpu ! \
          appsink name=out sync=false",
-        tiny_model().display()
+        common::tiny_model("diffusion").display()
     ));
     let sink = common::appsink(&pipeline, "out");
     pipeline.set_state(gst::State::Playing).unwrap();

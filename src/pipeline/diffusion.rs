@@ -343,9 +343,7 @@ impl LoadedModel {
             vae_dtype,
         })
     }
-}
 
-impl LoadedModel {
     /// The pixel grid a frame is padded to (DESIGN §2): the VAE's spatial compression times the
     /// transformer's patch size, so that the latent splits into whole patches (32 x 1 for
     /// LTX-Video, 4 x 2 for the shipped default). Tiles are whole patches of that latent.
