@@ -1460,7 +1460,7 @@ impl ObjectImpl for TurboVsr {
                     .build(),
                 glib::ParamSpecUInt::builder("tile-overlap")
                     .nick("Tile overlap")
-                    .blurb("Overlap between spatial tiles in latents")
+                    .blurb("Overlap between spatial tiles in latents (with the checkpoint's tile, at most half of it)")
                     .minimum(0)
                     .maximum(1023)
                     .default_value(DEFAULT_TILE_OVERLAP)

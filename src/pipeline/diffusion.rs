@@ -373,7 +373,13 @@ impl DiffusionProcessor {
             0 => (config.tile[1], config.tile[2]),
             t => (t, t),
         };
-        if settings.tile_overlap >= tile.0.min(tile.1) {
+        // A checkpoint trained on small crops has a small tile: the default overlap then shrinks
+        // to half of it rather than refusing the model; an explicit tile-size must fit it.
+        let tile_overlap = match settings.tile_size {
+            0 => settings.tile_overlap.min(tile.0.min(tile.1) / 2),
+            _ => settings.tile_overlap,
+        };
+        if tile_overlap >= tile.0.min(tile.1) {
             bail!(
                 "tile-overlap={} must be smaller than the tile ({}x{} latents)",
                 settings.tile_overlap,
@@ -386,7 +392,7 @@ impl DiffusionProcessor {
             model: loaded,
             steps: settings.steps,
             tile,
-            tile_overlap: settings.tile_overlap,
+            tile_overlap,
             color_fix: settings.color_fix,
             noise: FixedNoise::new(settings.seed),
             device: device.clone(),

@@ -17,9 +17,15 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 def tiny_transformer(in_channels=8, layers=2) -> LTXVideoTransformer3DModel:
     torch.manual_seed(0)
     return LTXVideoTransformer3DModel(
-        in_channels=in_channels, out_channels=in_channels, patch_size=1, patch_size_t=1,
-        num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
-        num_layers=layers, caption_channels=12,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        num_layers=layers,
+        caption_channels=12,
     )
 
 
@@ -31,7 +37,9 @@ def inputs(b=2, f=2, h=3, w=4, c=8, seed=1):
         cond=torch.randn(b, n, c, generator=g),
         encoder_hidden_states=torch.randn(b, 1, 12, generator=g),
         timestep=torch.full((b,), 600.0),
-        num_frames=f, height=h, width=w,
+        num_frames=f,
+        height=h,
+        width=w,
     )
 
 
@@ -42,7 +50,9 @@ def test_cross_norm_is_the_formula_in_float64():
     out = cross_norm(h, c, 0.5)
     for i in range(2):
         hi, ci = h[i].flatten(), c[i].flatten()
-        aligned = (ci - ci.mean()) * hi.std(unbiased=True) / (ci.std(unbiased=True) + 1e-5) + hi.mean()
+        aligned = (ci - ci.mean()) * hi.std(unbiased=True) / (
+            ci.std(unbiased=True) + 1e-5
+        ) + hi.mean()
         want = ((hi + aligned) * 0.5).view(5, 4)
         torch.testing.assert_close(out[i], want, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="do not match"):
@@ -53,7 +63,11 @@ def test_the_head_has_the_checkpoint_keys_of_design_3_2():
     model = TurboVSRTransformer(tiny_transformer(), cond_channels=8)
     state = model.transformer.state_dict()
     d = 16
-    head = {k: tuple(v.shape) for k, v in state.items() if k.startswith("cond_embedder") or ".step_embedder." in k}
+    head = {
+        k: tuple(v.shape)
+        for k, v in state.items()
+        if k.startswith("cond_embedder") or ".step_embedder." in k
+    }
     assert head == {
         "cond_embedder.weight": (d, 8),
         "cond_embedder.bias": (d,),
@@ -96,8 +110,14 @@ def test_export_round_trips_and_the_element_upscales_with_it(tmp_path):
     vae = default_vae()
     latent = vae.config.latent_channels
     transformer = LTXVideoTransformer3DModel(
-        in_channels=latent * 4, out_channels=latent * 4, patch_size=2, patch_size_t=1,
-        num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16, num_layers=2,
+        in_channels=latent * 4,
+        out_channels=latent * 4,
+        patch_size=2,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        num_layers=2,
         caption_channels=12,
     )
     model = TurboVSRTransformer(transformer, cond_channels=latent * 4, cond_scale=0.6)
@@ -122,16 +142,40 @@ def test_export_round_trips_and_the_element_upscales_with_it(tmp_path):
     subprocess.run([binary, "inspect", str(out)], check=True, capture_output=True)
     clip = tmp_path / "in.mkv"
     subprocess.run(
-        [shutil.which("gst-launch-1.0") or "gst-launch-1.0", "-q", "videotestsrc", "num-buffers=3",
-         "!", "video/x-raw,format=I420,width=12,height=10,framerate=25/1", "!", "x264enc", "!",
-         "matroskamux", "!", "filesink", f"location={clip}"],
+        [
+            shutil.which("gst-launch-1.0") or "gst-launch-1.0",
+            "-q",
+            "videotestsrc",
+            "num-buffers=3",
+            "!",
+            "video/x-raw,format=I420,width=12,height=10,framerate=25/1",
+            "!",
+            "x264enc",
+            "!",
+            "matroskamux",
+            "!",
+            "filesink",
+            f"location={clip}",
+        ],
         check=True,
     )
     result = tmp_path / "out.y4m"
     run = subprocess.run(
-        [binary, "upscale", str(clip), str(result), "--model", str(out), "--steps", "1",
-         "--device", "cpu", "--quiet"],
-        capture_output=True, text=True,
+        [
+            binary,
+            "upscale",
+            str(clip),
+            str(result),
+            "--model",
+            str(out),
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr
     data = result.read_bytes()

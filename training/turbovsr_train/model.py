@@ -37,7 +37,9 @@ def cross_norm(h: torch.Tensor, c: torch.Tensor, cond_scale: float) -> torch.Ten
     """`(h + c') * cond_scale` with `c' = (c - mean c) * std h / (std c + eps) + mean h`; means and
     unbiased deviations over all tokens and channels of each batch element, in f32."""
     if h.shape != c.shape:
-        raise ValueError(f"condition tokens {tuple(c.shape)} do not match hidden states {tuple(h.shape)}")
+        raise ValueError(
+            f"condition tokens {tuple(c.shape)} do not match hidden states {tuple(h.shape)}"
+        )
     h32, c32 = h.float(), c.float()
     dims = tuple(range(1, h.ndim))
     mean_h, std_h = h32.mean(dim=dims, keepdim=True), h32.std(dim=dims, keepdim=True)
@@ -81,7 +83,7 @@ class TurboVSRTransformer(torch.nn.Module):
     @classmethod
     def from_pretrained(
         cls, folder: str, cond_scale: float = DEFAULT_COND_SCALE
-    ) -> "TurboVSRTransformer":
+    ) -> TurboVSRTransformer:
         """Loads a `transformer/` folder as the element does: the diffusers config and weights
         plus the head's keys (diffusers' own `from_pretrained` would drop those). A folder
         without `step_embedder` keys is a flow-matching model. Every key must be used."""
@@ -126,11 +128,10 @@ class TurboVSRTransformer(torch.nn.Module):
 
     @contextmanager
     def _calling(self, cond: torch.Tensor, step_size: float | None):
+        # The call stays set after the forward: gradient checkpointing runs block 0 again
+        # during the backward pass, and its hook must see this forward's condition then.
         self._call = _Call(cond, step_size)
-        try:
-            yield
-        finally:
-            self._call = None
+        yield
 
     def forward(
         self,
