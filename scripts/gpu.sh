@@ -46,4 +46,6 @@ gpu: no GPU on this machine. From a session lent a GPU machine, call the device 
   timeout_s: 600
 (BENCH_RUNS=1: one later window per steps value, so that every step fits a 15-minute lease)
 and record $OUT/gpu.log's lines, with the card, in BENCHMARKS.md's "CUDA" section.
+The PyTorch trainer's GPU numbers (issue 24) are a second call with the same carry:
+  command: scripts/gpu-train.sh "$OUT"      timeout_s: 420
 MSG

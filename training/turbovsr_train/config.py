@@ -13,6 +13,7 @@ from .schedule import LTX_SHIFT, default_step_sizes
 
 #: Fields that may change when a run resumes (everything else must match its checkpoint).
 RUN_ONLY = (
+    "workers",
     "out",
     "steps",
     "export",
@@ -98,6 +99,9 @@ class TrainConfig:
     batch: int = _f(4, "clips per process per video-SR batch")
     image_batch: int = _f(0, "images per process per image-SR batch (0: --batch)")
     grad_accum: int = _f(1, "micro-batches per optimizer step")
+    workers: int = _f(
+        -1, "data worker processes making the next steps' clips (-1: 0 on a CPU, 4 on a GPU)"
+    )
     # optimizer
     lr: float = _f(5e-4, "AdamW learning rate after warm-up")
     warmup: int = _f(100, "steps of linear learning-rate warm-up")
@@ -139,7 +143,9 @@ class TrainConfig:
     min_level: float = _f(0.0, "smallest noise level of flow-matching batches")
     # run
     log_every: int = _f(10, "steps between progress lines")
-    checkpoint_every: int = _f(100, "steps between checkpoints (and at the end)")
+    checkpoint_every: int = _f(
+        100, "steps between checkpoints (and at the end); 0: none (benchmarks)"
+    )
     eval_every: int = _f(0, "steps between evaluations (0: only at the end)")
     eval_clips: int = _f(8, "clips of each evaluation")
     eval_steps: list = _f([1, 4], "sampler step counts evaluated", type=int, nargs="+")

@@ -177,13 +177,26 @@ class Trainer:
                 latents.pack(cond, cfg.patch_size, cfg.patch_size_t).cpu(),
             )
 
-    def clips(self, n: int, frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = [self.source.clip(frames, seed + 7919 * i) for i in range(n)]
-        dev = self.acc.device
-        return (
-            torch.stack([h for h, _ in pairs]).to(dev),
-            torch.stack([lr for _, lr in pairs]).to(dev),
+    def loader(self, start: int) -> torch.utils.data.DataLoader:
+        """The clips of steps `start`.. of this process, made ahead by `--workers` worker
+        processes (on a GPU the data would otherwise leave it idle); the same seeds as made in
+        line, so the workers change no bit of the run."""
+        workers = self.cfg.workers
+        if workers < 0:
+            workers = 0 if self.acc.device.type == "cpu" else 4
+        steps = StepClips(self.source, self.task, self.cfg, self.acc.process_index)
+        return torch.utils.data.DataLoader(
+            steps,
+            sampler=range(start, self.cfg.steps),
+            batch_size=None,
+            num_workers=workers,
+            prefetch_factor=2 if workers else None,
+            persistent_workers=False,
         )
+
+    def clips(self, n: int, frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        hr, lr = clip_batch(self.source, n, frames, seed)
+        return hr.to(self.acc.device), lr.to(self.acc.device)
 
     def task(self, step: int) -> tuple[bool, int, int]:
         """(shortcut, frames, batch) of a step: flow matching and shortcut alternate every step,
@@ -194,13 +207,13 @@ class Trainer:
             return shortcut, 1, cfg.image_batch or cfg.batch
         return shortcut, cfg.frames, cfg.batch
 
-    def train_step(self, step: int) -> tuple[float, float, dict]:
-        shortcut, frames, batch = self.task(step)
+    def train_step(self, step: int, clips: list) -> tuple[float, float, dict]:
+        shortcut, frames, _ = self.task(step)
         total, info = 0.0, {}
-        for micro in range(self.cfg.grad_accum):
-            gen, seed = step_generator(self.cfg.seed, step, self.acc.process_index, micro)
-            hr, lr = self.clips(batch, frames, seed)
-            x0, cond = latents.encode_pair(self.vae, hr, lr)
+        for micro, (hr, lr) in enumerate(clips):
+            gen, _ = step_generator(self.cfg.seed, step, self.acc.process_index, micro)
+            dev = self.acc.device
+            x0, cond = latents.encode_pair(self.vae, hr.to(dev), lr.to(dev))
             with self.acc.accumulate(self.model):
                 b = self.recipe.batch(self.acc.unwrap_model(self.model), x0, cond, gen)
                 with self.acc.autocast():
@@ -288,8 +301,9 @@ class Trainer:
 
             bar = tqdm(total=cfg.steps, initial=start, unit="step", dynamic_ncols=True)
         t0 = time.monotonic()
-        for step in range(start, cfg.steps):
-            loss, gnorm, info = self.train_step(step)
+        loader = self.loader(start)
+        for step, clips in zip(range(start, cfg.steps), loader, strict=False):
+            loss, gnorm, info = self.train_step(step, clips)
             if not math.isfinite(loss):
                 raise SystemExit(f"step {step + 1}: the loss is {loss} ({info})")
             lr_now = self.scheduler.get_last_lr()[0]
@@ -308,8 +322,10 @@ class Trainer:
                     f"|g| {gnorm:.3f} ({rate:.2f} s/step)"
                 )
             done = step + 1 == cfg.steps
-            if (step + 1) % cfg.checkpoint_every == 0 or done:
+            if cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or done):
                 run.save(acc, step + 1, self.settings)
+            if step + 1 - start == min(3, cfg.steps - start):
+                t_warm, steps_warm = time.monotonic(), step + 1
             if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or (done and cfg.eval_clips):
                 metrics = self.evaluate()
                 say(
@@ -321,10 +337,40 @@ class Trainer:
                         f.write(json.dumps({"step": step + 1, **metrics}) + "\n")
         if bar is not None:
             bar.close()
+        if cfg.steps - start > 3:
+            rate = (time.monotonic() - t_warm) / (cfg.steps - steps_warm)
+            say(f"{rate:.3f} s/step over steps {steps_warm + 1}..{cfg.steps} (after 3 to warm up)")
+        if torch.cuda.is_available():
+            peak = torch.cuda.max_memory_allocated(acc.device) / 2**30
+            say(f"peak device memory {peak:.2f} GiB (process 0, torch's allocator)")
         if cfg.export:
             self.export(cfg.export)
             say(f"wrote {cfg.export}")
         acc.wait_for_everyone()
+
+
+class StepClips(torch.utils.data.Dataset):
+    """Item `step`: one `(hr, lr)` batch per micro-batch of that step, from the clip seeds of
+    (seed, step, process, micro-batch)."""
+
+    def __init__(self, source, task, cfg: TrainConfig, rank: int) -> None:
+        self.source, self.task, self.cfg, self.rank = source, task, cfg, rank
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        _, frames, batch = self.task(step)
+        seeds = [
+            step_generator(self.cfg.seed, step, self.rank, m)[1] for m in range(self.cfg.grad_accum)
+        ]
+        return [clip_batch(self.source, batch, frames, seed) for seed in seeds]
+
+
+def clip_batch(source, n: int, frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` clip pairs stacked `(n, 3, frames, H, W)`, the i-th from seed `seed + 7919 i`."""
+    pairs = [source.clip(frames, seed + 7919 * i) for i in range(n)]
+    return torch.stack([h for h, _ in pairs]), torch.stack([lr for _, lr in pairs])
 
 
 def export_run(cfg: TrainConfig, model: TurboVSRTransformer, vae, state: dict, out: str) -> None:
