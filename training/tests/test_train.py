@@ -4,16 +4,14 @@ run resumed to the same bits as an uninterrupted one; the export loaded by the e
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
-import pytest
+from common import ROOT, log, same_runs, upscale
 from PIL import Image
 from safetensors.numpy import load_file
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 
 
@@ -80,12 +78,6 @@ def train(out, steps, data, *extra, processes=2):
     return run
 
 
-def log(run_dir):
-    """The log without its wall-clock column."""
-    with open(os.path.join(run_dir, "log.csv")) as f:
-        return [line.rsplit(",", 1)[0] for line in f.read().splitlines()]
-
-
 def test_two_processes_resume_to_the_same_bits_and_export(tmp_path):
     data = images(str(tmp_path / "images"))
     whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
@@ -97,12 +89,7 @@ def test_two_processes_resume_to_the_same_bits_and_export(tmp_path):
     run = train(parts, 8, data, "--export", str(tmp_path / "model"))
     assert "steps 4..8" in run.stdout, run.stdout
 
-    a = load_file(os.path.join(whole, "checkpoint", "model.safetensors"))
-    b = load_file(os.path.join(parts, "checkpoint", "model.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        assert np.array_equal(a[k], b[k]), k
-    assert log(whole) == log(parts)
+    a = same_runs(whole, parts)
     lines = log(whole)
     assert lines[0] == "step,objective,frames,loss,grad_norm,lr"
     kinds = [(line.split(",")[1], line.split(",")[2]) for line in lines[1:]]
@@ -171,50 +158,4 @@ def test_two_processes_resume_to_the_same_bits_and_export(tmp_path):
         atol=1e-4,
     )
 
-    binary = os.environ.get("TURBOVSR_BIN")
-    if not binary:
-        pytest.skip("TURBOVSR_BIN is not set: the element half of this check needs the binary")
-    inspect = subprocess.run([binary, "inspect", str(model)], capture_output=True, text=True)
-    assert inspect.returncode == 0, inspect.stderr
-    clip = tmp_path / "in.mkv"
-    subprocess.run(
-        [
-            shutil.which("gst-launch-1.0") or "gst-launch-1.0",
-            "-q",
-            "videotestsrc",
-            "num-buffers=11",
-            "!",
-            "video/x-raw,format=I420,width=20,height=12,framerate=25/1",
-            "!",
-            "x264enc",
-            "!",
-            "matroskamux",
-            "!",
-            "filesink",
-            f"location={clip}",
-        ],
-        check=True,
-    )
-    result = tmp_path / "out.y4m"
-    up = subprocess.run(
-        [
-            binary,
-            "upscale",
-            str(clip),
-            str(result),
-            "--model",
-            str(model),
-            "--steps",
-            "2",
-            "--device",
-            "cpu",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert up.returncode == 0, up.stderr
-    data_out = result.read_bytes()
-    header = data_out.split(b"\n", 1)[0]
-    assert header.startswith(b"YUV4MPEG2 ") and b" W80 H48 " in header, header
-    assert data_out.count(b"FRAME") == 11
+    upscale(model, tmp_path, frames=11, width=20, height=12, steps=2)

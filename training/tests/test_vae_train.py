@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from common import ROOT, inspect, log, same_runs
 from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
-from safetensors.numpy import load_file
 
 from turbovsr_train import TurboVSRTransformer, export_checkpoint
 from turbovsr_train.data import SyntheticSource
@@ -32,7 +32,6 @@ from turbovsr_train.vae_train import (
     vae_batch,
 )
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 
 
@@ -135,12 +134,6 @@ def finish(proc):
     return stdout
 
 
-def log(run_dir):
-    """The log without its wall-clock column."""
-    with open(os.path.join(run_dir, "log.csv")) as f:
-        return [line.rsplit(",", 1)[0] for line in f.read().splitlines()]
-
-
 def test_two_processes_resume_to_the_same_bits_and_export(tmp_path):
     whole, parts, export = str(tmp_path / "whole"), str(tmp_path / "parts"), tmp_path / "vae"
     # one after the other: with two process groups at once on 2 busy cores, one run failed
@@ -153,12 +146,7 @@ def test_two_processes_resume_to_the_same_bits_and_export(tmp_path):
     resumed = finish(start(parts, 4))
     assert "steps 2..4" in resumed, resumed
 
-    a = load_file(os.path.join(whole, "checkpoint", "model.safetensors"))
-    b = load_file(os.path.join(parts, "checkpoint", "model.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        assert np.array_equal(a[k], b[k]), k
-    assert log(whole) == log(parts)
+    a = same_runs(whole, parts)
     lines = log(whole)
     assert lines[0] == "step,frames,loss,grad_norm,lr"
     assert [line.split(",")[1] for line in lines[1:]] == ["1", "5", "1", "5"]
@@ -188,10 +176,4 @@ def test_two_processes_resume_to_the_same_bits_and_export(tmp_path):
         transformer = LTXVideoTransformer3DModel.from_config(json.load(f))
     model = TurboVSRTransformer(transformer, cond_channels=32 * 4)
     export_checkpoint(str(tmp_path / "model"), model, vae)
-    binary = os.environ.get("TURBOVSR_BIN")
-    if not binary:
-        pytest.skip("TURBOVSR_BIN is not set: the element half of this check needs the binary")
-    inspect = subprocess.run(
-        [binary, "inspect", str(tmp_path / "model")], capture_output=True, text=True
-    )
-    assert inspect.returncode == 0, inspect.stdout + inspect.stderr
+    inspect(tmp_path / "model")
