@@ -49,7 +49,23 @@ def add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 @dataclass
-class TrainConfig:
+class DataConfig:
+    """Where a trainer's clips come from (`run.make_source`)."""
+
+    data: str = _f(
+        "synthetic",
+        "'synthetic' (procedural clips) or an image folder with "
+        "train.txt (scripts/data/fetch-wallpapers.sh)",
+    )
+    degrade: str = _f(
+        "realesrgan",
+        "LR degradation: a preset (clean, mild, realesrgan) or a "
+        "mix like 'clean:0.4,mild:0.3,realesrgan:0.3'",
+    )
+
+
+@dataclass
+class TrainConfig(DataConfig):
     out: str = _f("", "run folder: checkpoint/, log.csv, settings.json; an existing run resumes")
     steps: int = _f(1000, "total optimizer steps (a resumed run continues up to this count)")
     seed: int = _f(0, "seed of the initial weights, the data and every draw of the recipe")
@@ -83,16 +99,6 @@ class TrainConfig:
     freeze_ffn: bool = _f(False, "freeze the blocks' feed-forward layers (supplementary §6)")
     gradient_checkpointing: bool = _f(False, "recompute the blocks in backward (less memory)")
     # data
-    data: str = _f(
-        "synthetic",
-        "'synthetic' (procedural clips) or an image folder with "
-        "train.txt (scripts/data/fetch-wallpapers.sh)",
-    )
-    degrade: str = _f(
-        "realesrgan",
-        "LR degradation: a preset (clean, mild, realesrgan) or a "
-        "mix like 'clean:0.4,mild:0.3,realesrgan:0.3'",
-    )
     crop: int = _f(64, "HR crop in pixels (a multiple of the VAE's spatial compression x patch)")
     scale: int = _f(4, "upscaling factor: LR = HR / scale")
     frames: int = _f(9, "frames of a video-SR clip (1 + k x the VAE's temporal compression)")

@@ -38,7 +38,7 @@ from accelerate.utils import set_seed
 from diffusers import AutoencoderKLLTXVideo
 from diffusers.optimization import get_scheduler
 
-from .config import _f, add_fields
+from .config import DataConfig, _f, add_fields
 from .data import ClipSource
 from .export import save_module
 from .latents import bicubic_up
@@ -81,7 +81,7 @@ SIGNAL_STD = 0.1
 
 
 @dataclass
-class VaeTrainConfig:
+class VaeTrainConfig(DataConfig):
     out: str = _f("", "run folder: checkpoint/, log.csv, settings.json; an existing run resumes")
     steps: int = _f(1000, "total optimizer steps (a resumed run continues up to this count)")
     seed: int = _f(1, "seed of the initial weights, the PCA patches and every training draw")
@@ -99,16 +99,6 @@ class VaeTrainConfig:
     )
     pca_images: int = _f(64, "training images whose patches the PCA start is computed from")
     # data
-    data: str = _f(
-        "synthetic",
-        "'synthetic' (procedural clips) or an image folder with train.txt "
-        "(scripts/data/fetch-wallpapers.sh)",
-    )
-    degrade: str = _f(
-        "realesrgan",
-        "LR degradation of the degraded share: a preset (clean, mild, realesrgan) or a mix like "
-        "'clean:0.4,mild:0.3,realesrgan:0.3'",
-    )
     crop: int = _f(128, "HR crop in pixels (a multiple of the VAE's spatial compression)")
     scale: int = _f(4, "LR = HR / scale (the degraded samples are LR upscaled back by bicubic)")
     frames: int = _f(9, "frames of a video batch's clips (1 + k x the temporal compression)")
