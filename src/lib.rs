@@ -7,14 +7,12 @@
 use gst::glib;
 
 pub mod bench;
-pub mod dataset;
 pub mod element;
 pub mod eval;
 pub mod model;
 pub mod parity;
 pub mod pipeline;
 pub mod sample;
-pub mod train;
 pub mod upscale_cli;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

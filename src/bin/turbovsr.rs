@@ -27,10 +27,6 @@ enum Command {
     Bench(gstturbovsr::bench::BenchArgs),
     /// Run the parity fixtures on a device and compare with the CPU f32 result.
     Parity(gstturbovsr::parity::ParityArgs),
-    /// Train the small VAE or the denoiser (resumable run folders, reproducible from a seed).
-    Train(gstturbovsr::train::cli::TrainArgs),
-    /// Training data: write a held-out eval set, print split counts (issue 11).
-    Data(gstturbovsr::dataset::cli::DataArgs),
     /// PSNR, SSIM and sharpness of bicubic and a model (at several step counts) on an eval set.
     Eval(gstturbovsr::eval::EvalArgs),
 }
@@ -45,8 +41,6 @@ fn main() -> std::process::ExitCode {
         Command::Convert(args) => gstturbovsr::model::checkpoint::inspect::run_convert(args),
         Command::Bench(args) => gstturbovsr::bench::run(args),
         Command::Parity(args) => gstturbovsr::parity::run(args),
-        Command::Train(args) => gstturbovsr::train::cli::run(args),
-        Command::Data(args) => gstturbovsr::dataset::cli::run(args),
         Command::Eval(args) => gstturbovsr::eval::run(args),
     };
     match result {

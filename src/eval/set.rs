@@ -1,4 +1,4 @@
-//! The evaluation set folder (written by `turbovsr data eval-set`, issue 11 plan):
+//! The evaluation set folder (written by the trainer's `python -m turbovsr_train.data.evalset`):
 //!
 //! ```text
 //! DIR/manifest.json   {"scale": 4, "frames": F, "clips": [{"name": "clip_000", "source": "...",

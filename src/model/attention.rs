@@ -106,7 +106,7 @@ pub fn attention(
 ) -> Result<Tensor> {
     let (_, heads, q_len, _) = q.dims4()?;
     let kv_len = k.dim(2)?;
-    if q.device().is_cpu() && !crate::model::autograd::enabled() {
+    if q.device().is_cpu() {
         check_shapes(q, k, v, bias)?;
         return fused_attention(
             q,
@@ -119,9 +119,7 @@ pub fn attention(
     }
     #[cfg(feature = "cuda")]
     if let Some(kernel) = device_attention().kernel() {
-        if !crate::model::autograd::enabled()
-            && crate::model::cuda::flash_attention_supports(q, k, v)
-        {
+        if crate::model::cuda::flash_attention_supports(q, k, v) {
             return crate::model::cuda::flash_attention(q, k, v, bias, scale, kernel);
         }
     }
@@ -180,7 +178,7 @@ pub fn chunked_attention(
     scale: f64,
     chunks: ChunkSizes,
 ) -> Result<Tensor> {
-    if q.device().is_cpu() && !crate::model::autograd::enabled() {
+    if q.device().is_cpu() {
         check_shapes(q, k, v, bias)?;
         if chunks.query == 0 || chunks.key == 0 {
             candle_core::bail!("attention: chunk sizes must be positive, got {chunks:?}");

@@ -43,17 +43,10 @@ pub fn conv3d_padded(
     pad_t: (usize, usize),
 ) -> Result<Tensor> {
     let _profile = crate::model::profile::scope("VAE: conv3d", x.device());
-    if x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && weight.dtype() == DType::F32
-        && !crate::model::autograd::enabled()
-    {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
         return conv3d_im2col_cpu(x, weight, bias, stride, padding_hw, pad_t, IM2COL_CHUNK);
     }
-    if x.device().is_cpu()
-        && matches!(x.dtype(), DType::BF16 | DType::F16)
-        && !crate::model::autograd::enabled()
-    {
+    if x.device().is_cpu() && matches!(x.dtype(), DType::BF16 | DType::F16) {
         // candle's CPU conv2d has no half-precision gemm. Do what cuBLAS does on CUDA: half
         // inputs (exact in f32), f32 accumulation, the product rounded to half, then the bias
         // added in half. This is what lets the CPU reproduce the GPU's bf16 parity errors.
@@ -74,207 +67,7 @@ pub fn conv3d_padded(
         };
     }
     let x = replicate_pad_time(x, pad_t.0, pad_t.1)?;
-    if crate::model::autograd::enabled() {
-        if stride == (1, 1, 1) && x.dtype() == DType::F32 && x.device().is_cpu() {
-            let w = weight.to_dtype(DType::F32)?.contiguous()?;
-            let y = x
-                .contiguous()?
-                .apply_op2(&w, Conv3dStride1 { padding_hw })?;
-            return match bias {
-                Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1, 1))?),
-                None => Ok(y),
-            };
-        }
-        return conv3d_differentiable(&x, weight, bias, stride, padding_hw);
-    }
     conv3d_folded(&x, weight, bias, stride, padding_hw)
-}
-
-/// A stride-1 [`conv3d`] (input already padded in time) as a candle op with its own backward:
-/// the forward is the im2col gemm of inference, the input gradient the same convolution of the
-/// zero-padded output gradient with the flipped, transposed kernel, the kernel gradient one gemm
-/// of the output gradient with the input's columns. Built from narrow/stack views, the same
-/// training step spent most of its time in candle's per-view backward bookkeeping.
-struct Conv3dStride1 {
-    padding_hw: usize,
-}
-
-fn cpu_tensor(s: &candle_core::CpuStorage, l: &candle_core::Layout) -> Result<Tensor> {
-    let candle_core::CpuStorage::F32(data) = s else {
-        bail!("conv3d (training): needs f32");
-    };
-    let t = Tensor::from_slice(
-        &data[l.start_offset()..],
-        l.shape().elem_count(),
-        &candle_core::Device::Cpu,
-    );
-    match l.contiguous_offsets() {
-        Some(_) => t?.reshape(l.shape()),
-        None => bail!("conv3d (training): needs contiguous inputs"),
-    }
-}
-
-/// Columns of a stride-1 convolution: (b, c * k_t * k_h * k_w, t_o * h_o * w_o), row
-/// `c * k + tap` as the kernel's (c_in, k_t, k_h, k_w) layout.
-fn im2col_views(x: &Tensor, kernel: (usize, usize, usize), padding_hw: usize) -> Result<Tensor> {
-    let (b, c, t, h, w) = x.dims5()?;
-    let (k_t, k_h, k_w) = kernel;
-    let x = x
-        .pad_with_zeros(3, padding_hw, padding_hw)?
-        .pad_with_zeros(4, padding_hw, padding_hw)?;
-    let (t_o, h_o, w_o) = (
-        t + 1 - k_t,
-        h + 2 * padding_hw + 1 - k_h,
-        w + 2 * padding_hw + 1 - k_w,
-    );
-    let mut taps = Vec::with_capacity(k_t * k_h * k_w);
-    for kt in 0..k_t {
-        for kh in 0..k_h {
-            for kw in 0..k_w {
-                taps.push(
-                    x.narrow(2, kt, t_o)?
-                        .narrow(3, kh, h_o)?
-                        .narrow(4, kw, w_o)?,
-                );
-            }
-        }
-    }
-    let k = taps.len();
-    Tensor::stack(&taps, 2)?.reshape((b, c * k, t_o * h_o * w_o))
-}
-
-impl candle_core::CustomOp2 for Conv3dStride1 {
-    fn name(&self) -> &'static str {
-        "conv3d-stride1"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &candle_core::CpuStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let x = cpu_tensor(s1, l1)?;
-        let w = cpu_tensor(s2, l2)?;
-        let y = conv3d_im2col_cpu(
-            &x,
-            &w,
-            None,
-            (1, 1, 1),
-            self.padding_hw,
-            (0, 0),
-            IM2COL_CHUNK,
-        )?;
-        let shape = y.shape().clone();
-        Ok((
-            candle_core::CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
-            shape,
-        ))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (x, w, gy) = (x.detach(), w.detach(), grad.detach().contiguous()?);
-        let (c_out, c_in, k_t, k_h, k_w) = w.dims5()?;
-        let (b, _, t_o, h_o, w_o) = gy.dims5()?;
-        let p = self.padding_hw;
-        // input gradient: full correlation (zero padding k - 1 - p) with the flipped kernel
-        let flip = |t: &Tensor, dim: usize, n: usize| -> Result<Tensor> {
-            let idx: Vec<u32> = (0..n as u32).rev().collect();
-            t.contiguous()?
-                .index_select(&Tensor::new(idx.as_slice(), t.device())?, dim)
-        };
-        let w_ft = flip(&flip(&flip(&w, 2, k_t)?, 3, k_h)?, 4, k_w)?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let gy_t = if k_t > 1 {
-            let z = Tensor::zeros((b, c_out, k_t - 1, h_o, w_o), DType::F32, gy.device())?;
-            Tensor::cat(&[&z, &gy, &z], 2)?
-        } else {
-            gy.clone()
-        };
-        let gx = conv3d_im2col_cpu(
-            &gy_t,
-            &w_ft,
-            None,
-            (1, 1, 1),
-            k_h - 1 - p,
-            (0, 0),
-            IM2COL_CHUNK,
-        )?;
-        if gx.dims() != x.dims() {
-            bail!(
-                "conv3d backward: input gradient {:?} for input {:?}",
-                gx.dims(),
-                x.dims()
-            );
-        }
-        // kernel gradient: sum over batch of gy (c_out, n) @ cols^T (n, c_in * k)
-        let cols = im2col_views(&x, (k_t, k_h, k_w), p)?;
-        let gw = gy
-            .reshape((b, c_out, t_o * h_o * w_o))?
-            .matmul(&cols.transpose(1, 2)?)?
-            .sum(0)?
-            .reshape((c_out, c_in, k_t, k_h, k_w))?;
-        Ok((Some(gx), Some(gw)))
-    }
-}
-
-/// The training path: im2col from candle views (narrow / index_select, which record their
-/// backward ops) and one batched matmul. candle's own conv2d would also differentiate, but its
-/// CPU backward (`conv_transpose2d`) is a direct loop many times slower than this gemm.
-fn conv3d_differentiable(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    stride: (usize, usize, usize),
-    padding_hw: usize,
-) -> Result<Tensor> {
-    let (b, c_in, t, h, w) = x.dims5()?;
-    let w_dims = weight.dims5()?;
-    let (c_out, _, k_t, k_h, k_w) = w_dims;
-    let (t_o, h_o, w_o) = conv3d_out_dims((b, c_in, t, h, w), w_dims, stride, padding_hw)?;
-    let x = if padding_hw > 0 {
-        x.pad_with_zeros(3, padding_hw, padding_hw)?
-            .pad_with_zeros(4, padding_hw, padding_hw)?
-    } else {
-        x.clone()
-    };
-    // `len` entries from `start` every `step` along `dim`
-    let pick = |x: &Tensor, dim: usize, start: usize, len: usize, step: usize| {
-        if step == 1 {
-            x.narrow(dim, start, len)
-        } else {
-            let idx: Vec<u32> = (0..len).map(|i| (start + i * step) as u32).collect();
-            x.contiguous()?
-                .index_select(&Tensor::new(idx.as_slice(), x.device())?, dim)
-        }
-    };
-    let mut taps = Vec::with_capacity(k_t * k_h * k_w);
-    for kt in 0..k_t {
-        let xt = pick(&x, 2, kt, t_o, stride.0)?;
-        for kh in 0..k_h {
-            let xh = pick(&xt, 3, kh, h_o, stride.1)?;
-            for kw in 0..k_w {
-                taps.push(pick(&xh, 4, kw, w_o, stride.2)?);
-            }
-        }
-    }
-    let k = taps.len();
-    // (b, c_in, k, t_o, h_o, w_o) -> (b, c_in * k, n): row c * k + tap, the kernel's layout
-    let cols = Tensor::stack(&taps, 2)?.reshape((b, c_in * k, t_o * h_o * w_o))?;
-    let kernel = weight.reshape((c_out, c_in * k))?.broadcast_left(b)?;
-    let mut y = kernel.matmul(&cols)?;
-    if let Some(bias) = bias {
-        y = y.broadcast_add(&bias.reshape((1, c_out, 1))?)?;
-    }
-    y.reshape((b, c_out, t_o, h_o, w_o))
 }
 
 /// Checks shapes and returns the output size (t_out, h_out, w_out).
@@ -665,13 +458,7 @@ mod tests {
         let folded = conv3d_folded(&x, &w, Some(&b), stride, k / 2)?;
         // One output frame per im2col chunk: exercises the chunk seams.
         let chunked = conv3d_im2col_cpu(&x, &w, Some(&b), stride, k / 2, (0, 0), 1)?;
-        let differentiable = conv3d_differentiable(&x, &w, Some(&b), stride, k / 2)?;
-        for (path, got) in [
-            ("im2col", im2col),
-            ("chunked", chunked),
-            ("folded", folded),
-            ("differentiable", differentiable),
-        ] {
+        for (path, got) in [("im2col", im2col), ("chunked", chunked), ("folded", folded)] {
             let err = relative_l2(&got, &want)?;
             assert!(
                 err < 1e-5,
@@ -688,47 +475,6 @@ mod tests {
         check((2, 4, 3, 5, 5), 6, 1, (1, 1, 1))?;
         check((1, 2, 6, 9, 4), 3, 3, (2, 1, 1))?;
         check((2, 3, 4, 7, 9), 5, 3, (1, 2, 2))?;
-        Ok(())
-    }
-
-    /// The training op's gradients equal those candle derives for the same convolution built
-    /// from differentiable views.
-    #[test]
-    fn stride1_op_gradients_match_view_convolution() -> Result<()> {
-        let dev = Device::Cpu;
-        for (shape, c_out, k, causal) in [
-            ((2, 3, 4, 6, 5), 4, 3, true),
-            ((1, 2, 1, 5, 7), 3, 3, false),
-            ((1, 4, 3, 4, 4), 2, 1, true),
-        ] {
-            let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev)?)?;
-            let w = candle_core::Var::from_tensor(&Tensor::randn(
-                0f32,
-                1.,
-                (c_out, shape.1, k, k, k),
-                &dev,
-            )?)?;
-            let b = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1., c_out, &dev)?)?;
-            let pad_t = if causal {
-                (k - 1, 0)
-            } else {
-                ((k - 1) / 2, (k - 1) / 2)
-            };
-            let _scope = crate::model::autograd::AutogradScope::enter();
-            let y_op = conv3d_padded(&x, &w, Some(&b), (1, 1, 1), k / 2, pad_t)?;
-            let xp = replicate_pad_time(&x, pad_t.0, pad_t.1)?;
-            let y_views = conv3d_differentiable(&xp, &w, Some(&b), (1, 1, 1), k / 2)?;
-            assert!(relative_l2(&y_op, &y_views)? < 1e-5);
-            let r = Tensor::randn(0f32, 1., y_op.shape(), &dev)?;
-            let g_op = (&y_op * &r)?.sum_all()?.backward()?;
-            let g_views = (&y_views * &r)?.sum_all()?.backward()?;
-            for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
-                let a = g_op.get(v.as_tensor()).expect("op gradient");
-                let e = g_views.get(v.as_tensor()).expect("view gradient");
-                let err = relative_l2(a, e)?;
-                assert!(err < 1e-5, "{name}: shape {shape:?} k {k}: rel l2 {err}");
-            }
-        }
         Ok(())
     }
 

@@ -2,7 +2,6 @@
 //! transformer, written with candle and loaded by their diffusers key names.
 
 pub mod attention;
-pub mod autograd;
 pub mod checkpoint;
 pub mod conv3d;
 #[cfg(feature = "cuda")]

@@ -35,7 +35,6 @@ pub fn block_ops_apply(x: &Tensor) -> bool {
         // f16 is built but was not among the dtypes run on a GPU (f32 and bf16 parity, H100):
         // it keeps candle's ops until it is.
         && matches!(x.dtype(), DType::F32 | DType::BF16)
-        && !crate::model::autograd::enabled()
 }
 
 /// (batch rows, token rows) of a parameter of `dims` for activations (b, n, d): (d) is shared,

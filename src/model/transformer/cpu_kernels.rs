@@ -13,7 +13,6 @@
 //! compiled a second time for AVX2 + FMA, picked at run time (the crate targets baseline x86-64).
 //! Other dtypes and devices fall back to candle's ops, so callers can use these unconditionally.
 
-use crate::model::autograd;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Storage, Tensor};
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -204,21 +203,18 @@ impl CustomOp1 for GeluTanh {
 }
 
 fn fast_path(x: &Tensor) -> bool {
-    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && !autograd::enabled()
+    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32
 }
 
-/// The fused kernels below take raw CPU slices and record no backward op: off while training.
+/// The fused kernels below take raw CPU slices (and record no backward op).
 fn fused(x: &Tensor) -> bool {
-    x.device().is_cpu() && !autograd::enabled()
+    x.device().is_cpu()
 }
 
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if fast_path(x) {
         x.contiguous()?.apply_op1_no_bwd(&SoftmaxLastDim)
-    } else if autograd::enabled() {
-        // candle-nn's softmax_last_dim records no backward op either
-        candle_nn::ops::softmax(x, candle_core::D::Minus1)
     } else {
         candle_nn::ops::softmax_last_dim(x)
     }
@@ -603,7 +599,7 @@ pub fn linear_f32(
         .into_iter()
         .flatten()
         .all(|t| t.dtype() == DType::F32 && t.device().is_cpu());
-    if !all_f32 || autograd::enabled() {
+    if !all_f32 {
         return Ok(None);
     }
     let (rows, in_dim) = x.dims2()?;

@@ -103,14 +103,6 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor>
             ones
         }
     };
-    if crate::model::autograd::enabled() {
-        // candle-nn's fused rms_norm records no backward op
-        let ms = x32.sqr()?.mean_keepdim(D::Minus1)?;
-        return x32
-            .broadcast_div(&(ms + eps)?.sqrt()?)?
-            .broadcast_mul(&w)?
-            .to_dtype(dtype);
-    }
     candle_nn::ops::rms_norm(&x32, &w, eps as f32)?.to_dtype(dtype)
 }
 
