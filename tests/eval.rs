@@ -1,6 +1,6 @@
 //! `turbovsr eval` end to end on a tiny eval set written here (the folder format of
-//! `python -m turbovsr_train.data.evalset`): bicubic and the tiny random checkpoint, the Markdown table and the
-//! JSON, and the errors for a missing file and a wrong size.
+//! `python -m turbovsr_train.data.evalset`): bicubic and the tiny random checkpoint, the Markdown
+//! table and the JSON, and the errors for a missing file and a wrong size.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -28,7 +28,8 @@ use set::{frame_to_image, EvalSet};
 /// Arguments of `turbovsr eval`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// Eval set folder: manifest.json and clip_XXX/{hr,lr}_YYY.png (`python -m turbovsr_train.data.evalset`).
+    /// Eval set folder: manifest.json and clip_XXX/{hr,lr}_YYY.png (written by
+    /// `python -m turbovsr_train.data.evalset`).
     #[arg(long)]
     pub set: PathBuf,
     /// Model to evaluate beside bicubic: a checkpoint folder (default: the shipped default

@@ -57,7 +57,7 @@ def train(out, steps, data, *extra, processes=2):
         "--batch",
         "2",
         "--checkpoint-every",
-        "4",
+        "6",
         "--warmup",
         "2",
         "--lr",
@@ -82,12 +82,13 @@ def test_two_processes_resume_to_the_same_bits_and_export(tmp_path):
     data = images(str(tmp_path / "images"))
     whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
     # the uninterrupted run makes its clips in a worker process, the interrupted one in line
-    run = train(whole, 8, data, "--workers", "1")
+    run = train(whole, 24, data, "--workers", "1")
     assert "2 process(es)" in run.stdout, run.stdout
-    train(parts, 4, data)
-    assert json.load(open(os.path.join(parts, "checkpoint", "state.json")))["step"] == 4
-    run = train(parts, 8, data, "--export", str(tmp_path / "model"))
-    assert "steps 4..8" in run.stdout, run.stdout
+    # interrupted after step 12 (a checkpoint every 6 steps), resumed to 24
+    train(parts, 12, data)
+    assert json.load(open(os.path.join(parts, "checkpoint", "state.json")))["step"] == 12
+    run = train(parts, 24, data, "--export", str(tmp_path / "model"))
+    assert "steps 12..24" in run.stdout, run.stdout
 
     a = same_runs(whole, parts)
     lines = log(whole)
@@ -107,7 +108,7 @@ def test_two_processes_resume_to_the_same_bits_and_export(tmp_path):
             "--out",
             parts,
             "--steps",
-            "9",
+            "25",
             "--vae",
             os.path.join(ROOT, "models/default/vae"),
             "--transformer",
