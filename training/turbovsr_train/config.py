@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from .schedule import LTX_SHIFT, default_step_sizes
 
-#: Fields that may change when a run resumes (everything else must match its checkpoint).
+#: Fields that may change when a run resumes (everything else must match its checkpoint), in
+#: both trainers' settings.
 RUN_ONLY = (
     "workers",
     "out",

@@ -38,7 +38,7 @@ from accelerate.utils import set_seed
 from diffusers import AutoencoderKLLTXVideo
 from diffusers.optimization import get_scheduler
 
-from .config import DataConfig, _f, add_fields
+from .config import RUN_ONLY, DataConfig, _f, add_fields
 from .data import ClipSource
 from .export import save_module
 from .latents import bicubic_up
@@ -48,19 +48,6 @@ DEFAULT_CONFIG = os.path.normpath(
     os.path.join(os.path.dirname(__file__), "..", "configs", "vae", "small.json")
 )
 LOG_HEADER = "step,frames,loss,grad_norm,lr,seconds"
-
-#: Fields that may change when a run resumes (everything else must match its checkpoint).
-RUN_ONLY = (
-    "out",
-    "steps",
-    "export",
-    "export_dtype",
-    "log_every",
-    "checkpoint_every",
-    "eval_every",
-    "eval_clips",
-    "progress",
-)
 
 #: Base seeds of the fixed clip sets: evaluation and latent statistics are the same for every
 #: run (comparable across seeds); the PCA patches are drawn with the run's seed.
