@@ -96,7 +96,7 @@ fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-/// The numbers of the table row starting with `| label |`.
+/// The numbers of the table row starting with `| label |` (`n/a`: NaN, `inf`: infinity).
 fn row(table: &str, label: &str) -> Vec<f64> {
     let line = table
         .lines()
@@ -105,7 +105,10 @@ fn row(table: &str, label: &str) -> Vec<f64> {
     line.split('|')
         .skip(2)
         .filter(|c| !c.trim().is_empty())
-        .map(|c| c.trim().parse::<f64>().unwrap())
+        .map(|c| match c.trim() {
+            "n/a" => f64::NAN,
+            v => v.parse::<f64>().unwrap(),
+        })
         .collect()
 }
 
@@ -141,12 +144,29 @@ fn bicubic_and_tiny_model_give_a_table_of_finite_numbers() {
     );
     let gt = row(&table, "ground truth");
     let bicubic = row(&table, "bicubic");
-    assert_eq!(bicubic.len(), 6, "{table}");
-    assert!(bicubic.iter().all(|v| v.is_finite()), "{table}");
+    // PSNR-Y, PSNR-RGB, SSIM, NIQE, blockiness, flicker, sharpness, fps
+    assert_eq!(bicubic.len(), 8, "{table}");
+    // NIQE needs 194x194 frames: these are 128x96
+    assert!(bicubic[3].is_nan() && gt[0].is_nan(), "{table}");
+    assert!(
+        bicubic
+            .iter()
+            .enumerate()
+            .all(|(i, v)| i == 3 || v.is_finite()),
+        "{table}"
+    );
     // A smooth gradient, box-downscaled exactly: bicubic recovers it closely.
     assert!(bicubic[0] > 30.0, "PSNR-Y {} dB\n{table}", bicubic[0]);
     assert!(bicubic[2] > 0.9 && bicubic[2] <= 1.0, "SSIM {}", bicubic[2]);
-    assert!(gt[0] > 0.0 && bicubic[3] > 0.0);
+    // ground truth: NIQE, blockiness, flicker 0, sharpness
+    assert_eq!(gt.len(), 4, "{table}");
+    assert!(gt[3] > 0.0 && bicubic[6] > 0.0);
+    // no token grid in a smooth gradient; the bicubic output changes as the ground truth does
+    assert!(
+        (gt[1] - 1.0).abs() < 0.3 && (bicubic[4] - 1.0).abs() < 0.3,
+        "{table}"
+    );
+    assert!(bicubic[5] < 2.0, "flicker {}\n{table}", bicubic[5]);
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(json["rows"][0]["method"], "bicubic");
@@ -177,9 +197,88 @@ fn bicubic_and_tiny_model_give_a_table_of_finite_numbers() {
     assert!(table.contains("1 clips x 5 frames"), "{table}");
     let bicubic1 = row(&table, "bicubic");
     let tiny = row(&table, "model@1");
-    assert!(tiny.iter().all(|v| v.is_finite()), "{table}");
+    assert!(
+        tiny.iter()
+            .enumerate()
+            .all(|(i, v)| i == 3 || v.is_finite()),
+        "{table}"
+    );
     // A random model does not reconstruct the gradient.
     assert!(tiny[0] < bicubic1[0], "{table}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Copies clip `name`'s ground truth into OUT/name/sr_YYY.png (a perfect method's output).
+fn write_outputs(set: &Path, out: &Path, name: &str) {
+    std::fs::create_dir_all(out.join(name)).unwrap();
+    for f in 0..FRAMES {
+        std::fs::copy(
+            set.join(name).join(format!("hr_{f:03}.png")),
+            out.join(name).join(format!("sr_{f:03}.png")),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn outputs_of_other_methods_are_scored_beside_bicubic() {
+    let dir = scratch("outputs");
+    write_set(&dir);
+    let perfect = dir.join("perfect");
+    write_outputs(&dir, &perfect, "clip_000");
+    write_outputs(&dir, &perfect, "clip_001");
+    std::fs::write(
+        perfect.join("timing.json"),
+        r#"{"seconds_per_frame": 0.25}"#,
+    )
+    .unwrap();
+    let set = dir.to_str().unwrap();
+    let spec = format!("perfect={}", perfect.display());
+    let json_path = dir.join("out.json");
+    let table = ok(&eval(&[
+        "--set",
+        set,
+        "--model",
+        "bicubic",
+        "--device",
+        "cpu",
+        "--outputs",
+        &spec,
+        "--json",
+        json_path.to_str().unwrap(),
+    ]));
+    let gt = row(&table, "ground truth");
+    let p = row(&table, "perfect");
+    assert!(p[0].is_infinite() && p[1].is_infinite(), "{table}");
+    assert_eq!(p[2], 1.0, "{table}");
+    // the ground truth's own blockiness and sharpness, no flicker, fps from timing.json
+    assert_eq!(
+        (p[4], p[5], p[6], p[7]),
+        (gt[1], 0.0, gt[3], 4.0),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(json["rows"][1]["method"], "perfect");
+    assert_eq!(json["rows"][1]["steps"], serde_json::Value::Null);
+    assert_eq!(json["rows"][1]["seconds_per_frame"], 0.25);
+
+    // a missing frame, a frame of the wrong size and a malformed option are named
+    let gone = perfect.join("clip_001/sr_002.png");
+    std::fs::remove_file(&gone).unwrap();
+    let out = eval(&["--set", set, "--model", "bicubic", "--outputs", &spec]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("clip_001/sr_002.png"),
+        "{e}"
+    );
+    write_png_rgb8(&gone, 8, 8, &[0; 3 * 64]).unwrap();
+    let out = eval(&["--set", set, "--model", "bicubic", "--outputs", &spec]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("8x8"), "{e}");
+    let out = eval(&["--set", set, "--outputs", "perfect"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("NAME=DIR"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

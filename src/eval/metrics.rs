@@ -251,9 +251,108 @@ pub fn sharpness_plane(p: &Plane) -> anyhow::Result<f64> {
     Ok(sum / ((w - 2) * (h - 2)) as f64)
 }
 
+/// Blockiness at a grid of `grid` pixels (the model's token: the VAE's spatial compression times
+/// the transformer's patch): the mean absolute luma step between neighbouring pixels across the
+/// grid's lines (between pixel `k * grid - 1` and `k * grid`, rows and columns), divided by the
+/// mean step between the other neighbours. Content without a grid scores about 1; a method that
+/// leaves token edges scores above 1 (above the ground truth's value).
+pub fn blockiness(img: &Image, grid: usize) -> anyhow::Result<f64> {
+    ensure!(
+        grid >= 2,
+        "the blockiness grid must be at least 2 pixels, got {grid}"
+    );
+    let p = img.luma();
+    let (w, h) = (p.width, p.height);
+    ensure!(
+        w > grid && h > grid,
+        "blockiness at a {grid}-pixel grid needs more than {grid}x{grid} pixels, got {w}x{h}"
+    );
+    let (mut on, mut n_on, mut off, mut n_off) = (0.0, 0usize, 0.0, 0usize);
+    let mut step = |d: f64, across: bool| {
+        if across {
+            on += d;
+            n_on += 1;
+        } else {
+            off += d;
+            n_off += 1;
+        }
+    };
+    for y in 0..h {
+        for x in 1..w {
+            step((p.at(x, y) - p.at(x - 1, y)).abs(), x % grid == 0);
+        }
+    }
+    for y in 1..h {
+        for x in 0..w {
+            step((p.at(x, y) - p.at(x, y - 1)).abs(), y % grid == 0);
+        }
+    }
+    let off = off / n_off.max(1) as f64;
+    let on = on / n_on.max(1) as f64;
+    // flat pictures have no steps anywhere: no grid either
+    Ok(if off > 0.0 {
+        on / off
+    } else if on > 0.0 {
+        f64::INFINITY
+    } else {
+        1.0
+    })
+}
+
+/// Temporal flicker beyond the ground truth's motion: the mean absolute difference, on luma Y
+/// in 8-bit units (0..255) with a `border`-pixel frame cropped, between the output's change from
+/// the previous frame and the ground truth's change over the same frames. 0 when the output
+/// changes exactly as the ground truth does.
+pub fn flicker(
+    prev: &Image,
+    cur: &Image,
+    gt_prev: &Image,
+    gt_cur: &Image,
+    border: usize,
+) -> anyhow::Result<f64> {
+    for (a, b) in [(prev, cur), (gt_prev, gt_cur), (cur, gt_cur)] {
+        same_size((a.width, a.height), (b.width, b.height))?;
+    }
+    let [p, c, gp, gc] = [prev, cur, gt_prev, gt_cur].map(|i| i.luma().crop(border));
+    let (p, c, gp, gc) = (p?, c?, gp?, gc?);
+    let sum: f64 = (0..c.data.len())
+        .map(|i| ((c.data[i] - p.data[i]) as f64 - (gc.data[i] - gp.data[i]) as f64).abs())
+        .sum();
+    Ok(255.0 * sum / c.data.len() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blockiness_finds_a_grid_and_flicker_the_extra_change() {
+        let tex = texture(64, 48);
+        let plain = blockiness(&tex, 8).unwrap();
+        assert!((0.8..1.25).contains(&plain), "{plain}");
+        // a constant offset per 8x8 block: steps at the grid lines only
+        let mut blocky = tex.clone();
+        for c in 0..3 {
+            for y in 0..48 {
+                for x in 0..64 {
+                    let i = c * 64 * 48 + y * 64 + x;
+                    blocky.data[i] += 0.1 * (((x / 8) + (y / 8)) % 2) as f32;
+                }
+            }
+        }
+        let b = blockiness(&blocky, 8).unwrap();
+        assert!(b > 1.5 * plain, "{b} vs {plain}");
+        let flat = Image::new(16, 16, vec![0.5; 3 * 256]).unwrap();
+        assert_eq!(blockiness(&flat, 8).unwrap(), 1.0);
+        assert!(format!("{}", blockiness(&flat, 16).unwrap_err()).contains("16x16"));
+        // flicker: zero when the output moves as the ground truth does, else the extra change
+        assert_eq!(flicker(&tex, &tex, &blocky, &blocky, 4).unwrap(), 0.0);
+        let mut brighter = tex.clone();
+        brighter.data.iter_mut().for_each(|v| *v += 1.0 / 255.0);
+        let f = flicker(&tex, &brighter, &tex, &tex, 4).unwrap();
+        // luma of +1/255 on every channel: (65.481 + 128.553 + 24.966) / 255 of a code value
+        assert!((f - 219.0 / 255.0).abs() < 1e-3, "{f}");
+    }
 
     /// A deterministic textured image (sums of sines), values in [0.1, 0.9].
     fn texture(w: usize, h: usize) -> Image {

@@ -1,14 +1,17 @@
-//! Evaluation of super-resolution quality on a held-out set (issue 11): PSNR (luma Y and RGB),
-//! SSIM and a sharpness measure, for the bicubic baseline and for a model at several sampler
-//! step counts, written as a Markdown table (and JSON) by `turbovsr eval`.
+//! Evaluation of super-resolution quality on a held-out set (issues 11 and 25): PSNR (luma Y
+//! and RGB), SSIM, NIQE (no reference), blockiness at the model's token grid, temporal flicker,
+//! a sharpness measure and frames per second, for the bicubic baseline, a model at several
+//! sampler step counts and other methods' output frames (`--outputs`,
+//! `scripts/bench/peers.py`), written as a Markdown table (and JSON) by `turbovsr eval`.
 //!
-//! Every method runs through the library path the element uses ([`Upscaler`]: the processor
-//! from [`load_processor`](crate::pipeline::load_processor), windows, bicubic to the output grid,
-//! one output frame per input frame), and its output is quantised to 8 bits as the element
-//! writes it before it is compared with the ground truth. Metrics are averaged over the frames
-//! of a clip, then over clips.
+//! Every model method runs through the library path the element uses ([`Upscaler`]: the
+//! processor from [`load_processor`](crate::pipeline::load_processor), windows, bicubic to the
+//! output grid, one output frame per input frame), and its output is quantised to 8 bits as the
+//! element writes it before it is compared with the ground truth. Metrics are averaged over the
+//! frames of a clip, then over clips.
 
 pub mod metrics;
+pub mod niqe;
 pub mod set;
 
 use std::fmt::Write as _;
@@ -23,6 +26,7 @@ use crate::pipeline::{
     ColorFix, DeviceChoice, OutputSize, ProcessorSettings, Upscaler, WindowConfig,
 };
 use crate::upscale_cli::{ColorFixArg, Device};
+use metrics::Image;
 use set::{frame_to_image, EvalSet};
 
 /// Arguments of `turbovsr eval`.
@@ -60,16 +64,47 @@ pub struct EvalArgs {
     /// Evaluate the first N clips only.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Other methods' output frames to score beside bicubic and the model, as NAME=DIR:
+    /// DIR/clip_XXX/sr_YYY.png for every clip and frame (and DIR/timing.json with
+    /// `seconds_per_frame`, if it exists), as `scripts/bench/peers.py` writes them.
+    #[arg(long, value_delimiter = ',')]
+    pub outputs: Vec<String>,
+    /// Grid of the blockiness measure in output pixels: the model's token (the VAE's spatial
+    /// compression x the transformer's patch; 8 for the shipped default).
+    #[arg(long, default_value_t = 8)]
+    pub block_grid: usize,
 }
 
-/// One method to evaluate: a `model` setting at a step count.
+/// One method to evaluate: a `model` setting at a step count, or another method's frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Method {
-    /// Row label: `bicubic`, `model@4`.
+    /// Row label: `bicubic`, `model@4`, `lanczos`.
     pub label: String,
-    /// The `model` setting ("" is the shipped default model).
+    /// The `model` setting ("" is the shipped default model); unused with `frames`.
     pub model: String,
     pub steps: usize,
+    /// Precomputed output frames: DIR/clip_XXX/sr_YYY.png (`--outputs NAME=DIR`).
+    pub frames: Option<PathBuf>,
+}
+
+impl Method {
+    /// `NAME=DIR` of `--outputs`.
+    pub fn outputs(spec: &str) -> anyhow::Result<Method> {
+        let (name, dir) = spec
+            .split_once('=')
+            .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+            .with_context(|| format!("--outputs '{spec}': expected NAME=DIR"))?;
+        let dir = PathBuf::from(dir);
+        if !dir.is_dir() {
+            bail!("--outputs '{spec}': '{}' is not a folder", dir.display());
+        }
+        Ok(Method {
+            label: name.to_string(),
+            model: String::new(),
+            steps: 0,
+            frames: Some(dir),
+        })
+    }
 }
 
 /// The averaged metrics of one method.
@@ -85,8 +120,16 @@ pub struct Row {
     pub ssim: f64,
     /// Mean Sobel gradient magnitude of Y ([`metrics::sharpness`]).
     pub sharpness: f64,
-    /// Wall-clock seconds per output frame (loading excluded).
-    pub seconds_per_frame: f64,
+    /// NIQE of the output ([`niqe`], lower is more natural), over the frames of at least
+    /// 194x194 (none: every frame is smaller).
+    pub niqe: Option<f64>,
+    /// [`metrics::blockiness`] at the token grid (1: no grid).
+    pub blockiness: f64,
+    /// [`metrics::flicker`], 8-bit luma units (none for one-frame clips).
+    pub flicker: Option<f64>,
+    /// Wall-clock seconds per output frame (loading excluded; for `--outputs`, what its
+    /// timing.json says, if it has one).
+    pub seconds_per_frame: Option<f64>,
 }
 
 /// The means of one method on one clip (over its frames).
@@ -98,6 +141,9 @@ pub struct ClipRow {
     pub psnr_rgb: f64,
     pub ssim: f64,
     pub sharpness: f64,
+    pub niqe: Option<f64>,
+    pub blockiness: f64,
+    pub flicker: Option<f64>,
 }
 
 /// What [`evaluate`] measures.
@@ -105,6 +151,9 @@ pub struct ClipRow {
 pub struct Evaluation {
     /// Mean sharpness of the ground truth.
     pub ground_truth_sharpness: f64,
+    /// Mean NIQE and blockiness of the ground truth.
+    pub ground_truth_niqe: Option<f64>,
+    pub ground_truth_blockiness: f64,
     /// One row per method, averaged over frames then clips.
     pub rows: Vec<Row>,
     /// One row per method and clip.
@@ -126,6 +175,10 @@ pub struct Report {
     pub device: String,
     /// Sharpness of the ground truth, the value the methods should come close to.
     pub ground_truth_sharpness: f64,
+    pub ground_truth_niqe: Option<f64>,
+    pub ground_truth_blockiness: f64,
+    /// The blockiness grid in pixels.
+    pub block_grid: usize,
     pub rows: Vec<Row>,
     /// Per method and clip (JSON only).
     pub per_clip: Vec<ClipRow>,
@@ -138,7 +191,38 @@ struct Acc {
     psnr_rgb: f64,
     ssim: f64,
     sharpness: f64,
+    blockiness: f64,
     n: usize,
+    /// Values not every frame has (NIQE of large frames, flicker after the first frame).
+    niqe: Partial,
+    flicker: Partial,
+}
+
+/// A sum over the frames that have the value.
+#[derive(Default, Clone, Copy)]
+struct Partial {
+    sum: f64,
+    n: usize,
+}
+
+impl Partial {
+    fn of(v: Option<f64>) -> Partial {
+        v.map_or_else(Partial::default, |sum| Partial { sum, n: 1 })
+    }
+
+    fn add(&mut self, o: Partial) {
+        self.sum += o.sum;
+        self.n += o.n;
+    }
+
+    fn mean(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum / self.n as f64)
+    }
+
+    /// The mean as one value again (for averaging clip means).
+    fn mean_partial(&self) -> Partial {
+        Partial::of(self.mean())
+    }
 }
 
 impl Acc {
@@ -147,7 +231,10 @@ impl Acc {
         self.psnr_rgb += other.psnr_rgb;
         self.ssim += other.ssim;
         self.sharpness += other.sharpness;
+        self.blockiness += other.blockiness;
         self.n += other.n;
+        self.niqe.add(other.niqe);
+        self.flicker.add(other.flicker);
     }
 
     fn mean(&self) -> Acc {
@@ -157,9 +244,42 @@ impl Acc {
             psnr_rgb: self.psnr_rgb / n,
             ssim: self.ssim / n,
             sharpness: self.sharpness / n,
+            blockiness: self.blockiness / n,
             n: 1,
+            niqe: self.niqe.mean_partial(),
+            flicker: self.flicker.mean_partial(),
         }
     }
+}
+
+/// NIQE of frames of at least NIQE's [`niqe::MIN_SIDE`] per side, `None` for smaller ones.
+fn niqe_of(img: &Image) -> anyhow::Result<Option<f64>> {
+    if img.width < niqe::MIN_SIDE || img.height < niqe::MIN_SIDE {
+        return Ok(None);
+    }
+    niqe::niqe(&img.luma()).map(Some)
+}
+
+/// Seconds per frame from an `--outputs` folder's timing.json, if it has one.
+fn outputs_timing(dir: &Path) -> anyhow::Result<Option<f64>> {
+    let path = dir.join("timing.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read '{}'", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("'{}' is not JSON", path.display()))?;
+    v.get("seconds_per_frame")
+        .and_then(|s| s.as_f64())
+        .map(Some)
+        .with_context(|| format!("'{}' has no number seconds_per_frame", path.display()))
+}
+
+/// One method's output frames of one clip, in order.
+struct ClipOutput {
+    frames: Vec<Image>,
+    seconds: f64,
 }
 
 /// The window for clips of `frames` frames: `window` if given, else the smallest 1 + 8k that
@@ -173,63 +293,81 @@ pub fn eval_window(frames: usize, window: Option<usize>) -> anyhow::Result<Windo
 }
 
 /// Evaluates `methods` on the first `clips` clips of `set`; `progress` gets one line per clip.
+/// `grid`: the blockiness grid in pixels.
 pub fn evaluate(
     set: &EvalSet,
     methods: &[Method],
     settings: &ProcessorSettings,
     windows: WindowConfig,
     clips: usize,
+    grid: usize,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Evaluation> {
     let scale = set.manifest.scale;
     let border = scale;
-    let mut gt_sharpness = Acc::default();
+    let mut gt = Acc::default();
     let mut rows = Vec::new();
     let mut per_clip = Vec::new();
     for (m, method) in methods.iter().enumerate() {
-        let settings = ProcessorSettings {
-            steps: method.steps,
-            ..settings.clone()
+        let mut upscaler = match &method.frames {
+            Some(_) => None,
+            None => {
+                let settings = ProcessorSettings {
+                    steps: method.steps,
+                    ..settings.clone()
+                };
+                Some(
+                    Upscaler::load(&method.model, &settings, windows, OutputSize::Scale(scale))
+                        .with_context(|| format!("cannot load {}", method.label))?,
+                )
+            }
         };
-        let mut upscaler =
-            Upscaler::load(&method.model, &settings, windows, OutputSize::Scale(scale))
-                .with_context(|| format!("cannot load {}", method.label))?;
         let mut total = Acc::default();
         let mut seconds = 0.0;
         let mut frames_out = 0usize;
         for c in 0..clips {
             let clip = set.load_clip(c)?;
-            let start = Instant::now();
-            let mut out = Vec::with_capacity(clip.lr.len());
-            for frame in clip.lr {
-                out.extend(upscaler.push(frame)?);
-            }
-            out.extend(upscaler.finish()?);
-            seconds += start.elapsed().as_secs_f64();
-            if out.len() != clip.hr.len() {
+            let out = match (&mut upscaler, &method.frames) {
+                (Some(upscaler), _) => upscale_clip(upscaler, &clip)?,
+                (None, Some(dir)) => read_outputs(dir, &clip)?,
+                (None, None) => unreachable!("a method is a model or frames"),
+            };
+            seconds += out.seconds;
+            if out.frames.len() != clip.hr.len() {
                 bail!(
                     "{} returned {} frames for clip {} of {} frames",
                     method.label,
-                    out.len(),
+                    out.frames.len(),
                     clip.name,
                     clip.hr.len()
                 );
             }
-            frames_out += out.len();
+            frames_out += out.frames.len();
             let mut acc = Acc::default();
-            for (f, (frame, hr)) in out.iter().zip(&clip.hr).enumerate() {
-                let sr = frame_to_image(frame)?;
+            for (f, (sr, hr)) in out.frames.iter().zip(&clip.hr).enumerate() {
                 let what = || format!("{} frame {f} of {}", method.label, clip.name);
+                let flicker = match f {
+                    0 => None,
+                    _ => Some(
+                        metrics::flicker(&out.frames[f - 1], sr, &clip.hr[f - 1], hr, border)
+                            .with_context(what)?,
+                    ),
+                };
                 acc.add(&Acc {
-                    psnr_y: metrics::psnr_y(&sr, hr, border).with_context(what)?,
-                    psnr_rgb: metrics::psnr_rgb(&sr, hr, border).with_context(what)?,
-                    ssim: metrics::ssim_y(&sr, hr, border).with_context(what)?,
-                    sharpness: metrics::sharpness(&sr, border).with_context(what)?,
+                    psnr_y: metrics::psnr_y(sr, hr, border).with_context(what)?,
+                    psnr_rgb: metrics::psnr_rgb(sr, hr, border).with_context(what)?,
+                    ssim: metrics::ssim_y(sr, hr, border).with_context(what)?,
+                    sharpness: metrics::sharpness(sr, border).with_context(what)?,
+                    blockiness: metrics::blockiness(sr, grid).with_context(what)?,
                     n: 1,
+                    niqe: Partial::of(niqe_of(sr).with_context(what)?),
+                    flicker: Partial::of(flicker),
                 });
                 if m == 0 {
-                    gt_sharpness.add(&Acc {
+                    gt.add(&Acc {
                         sharpness: metrics::sharpness(hr, border)?,
+                        blockiness: metrics::blockiness(hr, grid)?,
+                        niqe: Partial::of(niqe_of(hr)?),
                         n: 1,
                         ..Acc::default()
                     });
@@ -253,26 +391,79 @@ pub fn evaluate(
                 psnr_rgb: clip_mean.psnr_rgb,
                 ssim: clip_mean.ssim,
                 sharpness: clip_mean.sharpness,
+                niqe: clip_mean.niqe.mean(),
+                blockiness: clip_mean.blockiness,
+                flicker: clip_mean.flicker.mean(),
             });
         }
         let mean = total.mean();
+        let seconds_per_frame = match &method.frames {
+            Some(dir) => outputs_timing(dir)?,
+            None => Some(seconds / frames_out.max(1) as f64),
+        };
         rows.push(Row {
             method: method.label.clone(),
-            steps: (method.model != crate::pipeline::processor::BICUBIC_MODEL)
+            steps: (method.frames.is_none()
+                && method.model != crate::pipeline::processor::BICUBIC_MODEL)
                 .then_some(method.steps),
             psnr_y: mean.psnr_y,
             psnr_rgb: mean.psnr_rgb,
             ssim: mean.ssim,
             sharpness: mean.sharpness,
-            seconds_per_frame: seconds / frames_out.max(1) as f64,
+            niqe: mean.niqe.mean(),
+            blockiness: mean.blockiness,
+            flicker: mean.flicker.mean(),
+            seconds_per_frame,
         });
     }
-    // Ground-truth sharpness averaged over all frames: clips have the same frame count, so
+    // Ground-truth values averaged over all frames: clips have the same frame count, so
     // this equals the mean over clips of the clip means, as for the rows.
+    let gt = gt.mean();
     Ok(Evaluation {
-        ground_truth_sharpness: gt_sharpness.mean().sharpness,
+        ground_truth_sharpness: gt.sharpness,
+        ground_truth_niqe: gt.niqe.mean(),
+        ground_truth_blockiness: gt.blockiness,
         rows,
         per_clip,
+    })
+}
+
+/// One clip through `upscaler`, timed.
+fn upscale_clip(upscaler: &mut Upscaler, clip: &set::Clip) -> anyhow::Result<ClipOutput> {
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(clip.lr.len());
+    for frame in &clip.lr {
+        out.extend(upscaler.push(frame.clone())?);
+    }
+    out.extend(upscaler.finish()?);
+    let seconds = start.elapsed().as_secs_f64();
+    let frames = out
+        .iter()
+        .map(frame_to_image)
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ClipOutput { frames, seconds })
+}
+
+/// An `--outputs` folder's frames of one clip: DIR/clip_XXX/sr_YYY.png, each the ground truth's
+/// size.
+fn read_outputs(dir: &Path, clip: &set::Clip) -> anyhow::Result<ClipOutput> {
+    let mut frames = Vec::with_capacity(clip.hr.len());
+    for (f, hr) in clip.hr.iter().enumerate() {
+        let path = dir.join(&clip.name).join(format!("sr_{f:03}.png"));
+        let (w, h, px) = set::read_png_rgb8(&path)?;
+        if (w, h) != (hr.width, hr.height) {
+            bail!(
+                "'{}' is {w}x{h}, the ground truth is {}x{}",
+                path.display(),
+                hr.width,
+                hr.height
+            );
+        }
+        frames.push(set::rgb8_to_image(w, h, &px));
+    }
+    Ok(ClipOutput {
+        frames,
+        seconds: 0.0,
     })
 }
 
@@ -299,12 +490,14 @@ pub fn methods(model: &str, steps: &[usize]) -> Vec<Method> {
         label: bicubic.to_string(),
         model: bicubic.to_string(),
         steps: 1,
+        frames: None,
     }];
     if model != bicubic {
         out.extend(steps.iter().map(|&s| Method {
             label: format!("model@{s}"),
             model: model.to_string(),
             steps: s,
+            frames: None,
         }));
     }
     out
@@ -316,6 +509,10 @@ fn fmt_db(v: f64) -> String {
     } else {
         format!("{v:.2}")
     }
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.digits$}"))
 }
 
 /// The Markdown report: the command, the set, the model, then the table.
@@ -330,37 +527,45 @@ pub fn markdown(report: &Report, command: &str) -> String {
         s,
         "Model: {}; {} clips x {} frames, scale {}, window {}, device {}. Metrics on the \
          8-bit output against the ground truth, a {}-pixel border cropped, averaged over \
-         frames then clips; PSNR-Y and SSIM on luma Y (BT.601); sharpness = mean Sobel \
-         gradient magnitude of Y (closer to the ground truth's is better).\n",
+         frames then clips; PSNR-Y and SSIM on luma Y (BT.601); NIQE (lower is more natural) \
+         on frames of at least 194x194; blockiness = mean luma step across the {}-pixel token \
+         grid / elsewhere (1: no grid); flicker = mean |output's frame-to-frame change - the \
+         ground truth's| in 8-bit luma; sharpness = mean Sobel gradient magnitude of Y \
+         (closer to the ground truth's is better); fps = output frames per second.\n",
         report.model,
         report.clips,
         report.frames_per_clip,
         report.scale,
         report.window,
         report.device,
-        report.scale
+        report.scale,
+        report.block_grid
     );
     let _ = writeln!(
         s,
-        "| method | PSNR-Y (dB) | PSNR-RGB (dB) | SSIM | sharpness | \\|sharpness - GT\\| | s/frame |"
+        "| method | PSNR-Y (dB) | PSNR-RGB (dB) | SSIM | NIQE | blockiness | flicker | sharpness | fps |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     let _ = writeln!(
         s,
-        "| ground truth | | | | {:.4} | 0 | |",
+        "| ground truth | | | | {} | {:.3} | 0 | {:.4} | |",
+        fmt_opt(report.ground_truth_niqe, 2),
+        report.ground_truth_blockiness,
         report.ground_truth_sharpness
     );
     for r in &report.rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.3} |",
+            "| {} | {} | {} | {:.4} | {} | {:.3} | {} | {:.4} | {} |",
             r.method,
             fmt_db(r.psnr_y),
             fmt_db(r.psnr_rgb),
             r.ssim,
+            fmt_opt(r.niqe, 2),
+            r.blockiness,
+            fmt_opt(r.flicker, 2),
             r.sharpness,
-            (r.sharpness - report.ground_truth_sharpness).abs(),
-            r.seconds_per_frame
+            fmt_opt(r.seconds_per_frame.map(|s| 1.0 / s.max(1e-9)), 2)
         );
     }
     s
@@ -398,7 +603,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         ..ProcessorSettings::default()
     };
     let device = crate::pipeline::load::select_device(&settings)?;
-    let methods = methods(&model, &args.steps);
+    let mut methods = methods(&model, &args.steps);
+    for spec in &args.outputs {
+        methods.push(Method::outputs(spec)?);
+    }
     eprintln!(
         "turbovsr eval: {} ({}), {} clip{}, methods {}",
         args.set.display(),
@@ -411,9 +619,15 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let evaluation = evaluate(&set, &methods, &settings, windows, clips, |line| {
-        eprintln!("turbovsr eval: {line}")
-    })?;
+    let evaluation = evaluate(
+        &set,
+        &methods,
+        &settings,
+        windows,
+        clips,
+        args.block_grid,
+        |line| eprintln!("turbovsr eval: {line}"),
+    )?;
     let report = Report {
         set: args.set.display().to_string(),
         set_summary: set.summary(),
@@ -425,6 +639,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         window: windows.window(),
         device: format!("{:?}", device.location()),
         ground_truth_sharpness: evaluation.ground_truth_sharpness,
+        ground_truth_niqe: evaluation.ground_truth_niqe,
+        ground_truth_blockiness: evaluation.ground_truth_blockiness,
+        block_grid: args.block_grid,
         rows: evaluation.rows,
         per_clip: evaluation.per_clip,
     };
@@ -476,7 +693,10 @@ mod tests {
             psnr_rgb: psnr,
             ssim: 0.9,
             sharpness: 0.05,
-            seconds_per_frame: 0.01,
+            niqe: Some(4.5),
+            blockiness: 1.02,
+            flicker: None,
+            seconds_per_frame: Some(0.01),
         };
         let report = Report {
             set: "set".into(),
@@ -489,17 +709,25 @@ mod tests {
             window: 9,
             device: "Cpu".into(),
             ground_truth_sharpness: 0.07,
+            ground_truth_niqe: None,
+            ground_truth_blockiness: 1.0,
+            block_grid: 8,
             rows: vec![row("bicubic", 31.234), row("model@1", f64::INFINITY)],
             per_clip: Vec::new(),
         };
         let md = markdown(&report, "turbovsr eval --set set");
         assert!(md.contains("`turbovsr eval --set set`"), "{md}");
         assert!(
-            md.contains("| bicubic | 31.23 | 31.23 | 0.9000 | 0.0500 | 0.0200 | 0.010 |"),
+            md.contains(
+                "| bicubic | 31.23 | 31.23 | 0.9000 | 4.50 | 1.020 | n/a | 0.0500 | 100.00 |"
+            ),
             "{md}"
         );
         assert!(md.contains("| model@1 | inf | inf |"), "{md}");
         assert!(md.contains("Degradation: `{\"kind\":\"box\"}`"), "{md}");
-        assert!(md.contains("| ground truth | | | | 0.0700 | 0 | |"), "{md}");
+        assert!(
+            md.contains("| ground truth | | | | n/a | 1.000 | 0 | 0.0700 | |"),
+            "{md}"
+        );
     }
 }
