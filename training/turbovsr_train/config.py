@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 from .schedule import LTX_SHIFT, default_step_sizes
@@ -142,7 +143,12 @@ class TrainConfig(DataConfig):
         "2.0", "schedule shift: a fixed factor, or 'ltx' for LTX's token-count-dependent shift"
     )
     max_bootstrap_steps: int = _f(64, "largest step count the shortcut loss bootstraps")
-    cond_aug: float = _f(0.5, "probability of DDPM noise on the condition latent")
+    cond_aug: float = _f(
+        0.5,
+        "probability of DDPM noise on the condition latent (0 with --init condition or "
+        "regression: those starts pass the condition through, and the model is not told its "
+        "noise level; at 0.5 fine-tuning the blocks lost 7 dB in 200 steps)",
+    )
     cond_aug_max_t: int = _f(300, "largest DDPM step of that noise (supplementary §6: 300)")
     cond_dropout: float = _f(
         0.0, "probability of dropping the condition (unconditional generation, supplementary §6)"
@@ -197,6 +203,12 @@ class TrainConfig(DataConfig):
                 parser.error(f"--init {cfg.init} starts a fresh transformer (not --pretrained)")
             if cfg.shift == "ltx":
                 parser.error(f"--init {cfg.init} needs a fixed --shift factor")
+            if cfg.cond_aug > 0 and cfg.steps > 0:
+                print(
+                    f"warning: --cond-aug {cfg.cond_aug} with --init {cfg.init}: condition "
+                    "noise undoes the start (use --cond-aug 0)",
+                    file=sys.stderr,
+                )
         return cfg
 
     def to_json(self) -> str:

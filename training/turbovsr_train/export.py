@@ -64,6 +64,14 @@ def save_module(module, state: dict[str, torch.Tensor], dtype: torch.dtype | Non
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     module.save_config(folder)
+    # diffusers records where a loaded module came from: a path on this machine, which would
+    # make the same model's folder differ from one checkout to the next
+    path = os.path.join(folder, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    if config.pop("_name_or_path", None) is not None:
+        with open(path, "w") as f:
+            f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
     save_file(
         {k: v.detach().cpu().contiguous() for k, v in state.items()},
         os.path.join(folder, "diffusion_pytorch_model.safetensors"),
