@@ -7,15 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-docs/side_by_side.png}"
-bin="${TURBOVSR_BIN:-}"
-if [ -z "$bin" ]; then
-  cargo build --release --quiet
-  bin="${CARGO_TARGET_DIR:-target}/release/turbovsr"
-fi
-peers=$(scripts/bench/peers-env.sh)
-train=$(scripts/training-env.sh)
-PYTHONPATH="$PWD/training" "$train" -m turbovsr_train.data.benchsets \
-  --wheels "$(dirname "$(dirname "$peers")")/wheels" --out runs/bench
+. scripts/bench/prepare.sh
 clip=runs/bench/photos-clean/clip_000
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

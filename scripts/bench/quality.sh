@@ -16,15 +16,7 @@ cd "$(dirname "$0")/../.."
 model="${1:-}"
 out="${2:-runs/quality}"
 steps="${STEPS:-1,2,4}"
-bin="${TURBOVSR_BIN:-}"
-if [ -z "$bin" ]; then
-  cargo build --release --quiet
-  bin="${CARGO_TARGET_DIR:-target}/release/turbovsr"
-fi
-peers=$(scripts/bench/peers-env.sh)
-train=$(scripts/training-env.sh)
-PYTHONPATH="$PWD/training" "$train" -m turbovsr_train.data.benchsets \
-  --wheels "$(dirname "$(dirname "$peers")")/wheels" --out runs/bench
+. scripts/bench/prepare.sh
 mkdir -p "$out"
 for set in photos-clean photos-degraded video-clean; do
   frames="runs/bench/peers/$set"
