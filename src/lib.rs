@@ -13,6 +13,7 @@ pub mod model;
 pub mod parity;
 pub mod pipeline;
 pub mod sample;
+pub mod segments;
 pub mod upscale_cli;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -22,6 +22,8 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use gst::prelude::*;
 
+use crate::segments::range::{Position, Range, RangeGate};
+
 /// Arguments of `turbovsr upscale`.
 #[derive(Args, Debug, Clone)]
 pub struct UpscaleArgs {
@@ -95,6 +97,14 @@ pub struct UpscaleArgs {
     /// The frame of --side-by-side, counting from 0 (default: the middle frame).
     #[arg(long, value_name = "N", requires = "side_by_side")]
     pub side_by_side_frame: Option<u64>,
+    /// Upscale from this position on: a frame (120f) or a time in seconds (4.8, 4.8s, 1:02.5),
+    /// frame-accurate (times name the nearest frame); the output's timeline, audio included,
+    /// starts half a frame before that frame.
+    #[arg(long, value_name = "POS")]
+    pub start: Option<Position>,
+    /// Stop before this position (the frame it names is not included): 240f, 9.6, 1:05.
+    #[arg(long, value_name = "POS")]
+    pub end: Option<Position>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,9 +134,9 @@ pub enum ColorFixArg {
 fn debian_package(element: &str) -> Option<&'static str> {
     Some(match element {
         "x264enc" => "gstreamer1.0-plugins-ugly",
-        "avenc_aac" => "gstreamer1.0-libav",
+        "avenc_aac" | "avenc_ffv1" | "avdec_ffv1" => "gstreamer1.0-libav",
         "opusenc" | "vorbisenc" | "videoconvert" | "audioconvert" | "audioresample"
-        | "uridecodebin" | "decodebin" => "gstreamer1.0-plugins-base",
+        | "uridecodebin" | "decodebin" | "appsrc" | "appsink" => "gstreamer1.0-plugins-base",
         "queue" | "capsfilter" | "filesink" | "fakesink" => "libgstreamer1.0-0",
         "matroskamux" | "mp4mux" | "qtmux" | "webmmux" | "vp8enc" | "vp9enc" | "pngenc"
         | "multifilesink" | "y4menc" | "lamemp3enc" => "gstreamer1.0-plugins-good",
@@ -157,17 +167,17 @@ fn require_element(name: &str, purpose: &str) -> anyhow::Result<()> {
 
 /// What OUT's extension asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct OutputPlan {
+pub(crate) struct OutputPlan {
     /// e.g. ".mp4", for messages.
-    kind: &'static str,
+    pub kind: &'static str,
     /// The video encoder description (gst-launch syntax), with the caps it needs in front.
-    video_encoder: &'static str,
+    pub video_encoder: &'static str,
     /// Muxer element, or None when the encoder writes the file format itself.
-    muxer: Option<&'static str>,
+    pub muxer: Option<&'static str>,
     /// Audio encoders to try in order (empty: the format holds no audio).
-    audio_encoders: &'static [&'static str],
+    pub audio_encoders: &'static [&'static str],
     /// One file per frame (`multifilesink`) rather than one file.
-    sequence: bool,
+    pub sequence: bool,
 }
 
 /// H.264 in 4:2:0 (what hardware decoders and players take), constant quality close to
@@ -181,7 +191,7 @@ const H264: &str =
 const H264_NO_B_FRAMES: &str = "capsfilter caps=video/x-raw,format=I420 ! \
      x264enc pass=qual quantizer=18 speed-preset=medium bframes=0";
 
-fn plan_output(output: &Path) -> anyhow::Result<OutputPlan> {
+pub(crate) fn plan_output(output: &Path) -> anyhow::Result<OutputPlan> {
     let name = output.to_string_lossy();
     let ext = output
         .extension()
@@ -250,7 +260,7 @@ fn description_elements(description: &str) -> Vec<&str> {
 }
 
 /// `input` as a URI: URIs pass through, paths must exist.
-fn input_uri(input: &str) -> anyhow::Result<String> {
+pub(crate) fn input_uri(input: &str) -> anyhow::Result<String> {
     // `scheme://...`: a URI for uridecodebin (http, rtsp, file, ...).
     if input.split_once("://").is_some_and(|(scheme, _)| {
         !scheme.is_empty()
@@ -273,7 +283,7 @@ fn input_uri(input: &str) -> anyhow::Result<String> {
         .to_string())
 }
 
-fn make(factory: &str) -> anyhow::Result<gst::Element> {
+pub(crate) fn make(factory: &str) -> anyhow::Result<gst::Element> {
     gst::ElementFactory::make(factory).build().with_context(|| {
         format!(
             "cannot create the GStreamer element '{factory}' ({})",
@@ -283,7 +293,7 @@ fn make(factory: &str) -> anyhow::Result<gst::Element> {
 }
 
 /// Parses a gst-launch description into a bin with ghost pads.
-fn encoder_bin(description: &str, what: &str) -> anyhow::Result<gst::Element> {
+pub(crate) fn encoder_bin(description: &str, what: &str) -> anyhow::Result<gst::Element> {
     for element in description_elements(description) {
         require_element(element, what)?;
     }
@@ -360,11 +370,32 @@ fn progress_line(frames: u64, total: Option<u64>, elapsed: f64) -> String {
 
 /// Runs `turbovsr upscale`.
 pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
+    upscale(args, false).map(|_| ())
+}
+
+/// What an upscale wrote.
+#[derive(Debug, Clone, Default)]
+pub struct UpscaleSummary {
+    /// Frames written.
+    pub frames: u64,
+    /// Their presentation timestamps in the input's timeline (ns), when asked for.
+    pub pts: Vec<u64>,
+}
+
+/// `turbovsr upscale`; with `record_pts` the summary lists the input timestamps of the frames
+/// written (before `--start` shifts the output to 0).
+pub fn upscale(args: &UpscaleArgs, record_pts: bool) -> anyhow::Result<UpscaleSummary> {
     gst::init().context("cannot initialise GStreamer")?;
     crate::plugin_register_static().context("cannot register the turbovsr element")?;
 
     let plan = plan_output(&args.output)?;
     let uri = input_uri(&args.input)?;
+    let range = Range {
+        start: args.start,
+        end: args.end,
+    };
+    range.validate().map_err(anyhow::Error::msg)?;
+    let gate = range.is_set().then(|| RangeGate::new(range));
     let existed = args.output.exists();
     if !plan.sequence && args.output.exists() {
         if let (Ok(a), Ok(b)) = (
@@ -448,11 +479,18 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
 
     let counter = Arc::new(Counter::default());
     let src_pad = upscaler.static_pad("src").expect("turbovsr has a src pad");
+    let recorded_pts: Arc<Mutex<Vec<u64>>> = Arc::default();
     {
         let out_counter = Arc::clone(&counter);
+        let recorded_pts = Arc::clone(&recorded_pts);
+        // The input's timestamps: the muxer writes running time, which --start moves to 0.
         src_pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if info.buffer().is_some() {
+            if let Some(buffer) = info.buffer() {
                 out_counter.frames.fetch_add(1, Ordering::Relaxed);
+                if record_pts {
+                    let pts = buffer.pts().map_or(u64::MAX, |t| t.nseconds());
+                    recorded_pts.lock().unwrap().push(pts);
+                }
             }
             gst::PadProbeReturn::Ok
         });
@@ -481,6 +519,7 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
         let muxer = muxer.clone();
         let notes = Arc::clone(&notes);
         let linked_video = Arc::clone(&linked_video);
+        let gate = gate.clone();
         let audio = AudioPlan {
             kind: plan.kind,
             encoders: plan.audio_encoders,
@@ -497,7 +536,12 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
                 .map(|s| s.name().to_string())
                 .unwrap_or_default();
             let note = |msg: String| notes.lock().unwrap().push(msg);
-            if media.starts_with("video/") {
+            let video = media.starts_with("video/");
+            if let Some(gate) = &gate {
+                // every stream, so that all of them end at the range's end
+                gate.attach(pad, video && !linked_video.load(Ordering::SeqCst));
+            }
+            if video {
                 if linked_video.swap(true, Ordering::SeqCst) {
                     note(
                         "the input has more than one video stream; only the first is upscaled"
@@ -548,6 +592,7 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
             &counter,
             &notes,
             args,
+            gate.as_deref(),
             interrupts_before,
         ),
     };
@@ -556,14 +601,23 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
         eprintln!("turbovsr: {note}");
     }
     let result = result.and_then(|outcome| {
-        if linked_video.load(Ordering::SeqCst) {
-            Ok(outcome)
-        } else {
-            Err(anyhow::anyhow!(
-                "input '{}' has no video stream",
-                args.input
-            ))
+        if !linked_video.load(Ordering::SeqCst) {
+            bail!("input '{}' has no video stream", args.input);
         }
+        if let Some(gate) = &gate {
+            if let Some(msg) = gate.error() {
+                bail!("{msg}");
+            }
+            if counter.frames.load(Ordering::Relaxed) == 0 {
+                bail!(
+                    "no frame of '{}' lies in the range {}..{} (the input ends before it)",
+                    args.input,
+                    range.start.map_or("0f".into(), |p| p.to_string()),
+                    range.end.map_or(String::new(), |p| p.to_string()),
+                );
+            }
+        }
+        Ok(outcome)
     });
     let outcome = match result {
         Ok(outcome) => outcome,
@@ -593,7 +647,8 @@ pub fn run(args: &UpscaleArgs) -> anyhow::Result<()> {
                 format_clock(elapsed),
                 frames as f64 / elapsed.max(1e-9)
             );
-            Ok(())
+            let pts = std::mem::take(&mut *recorded_pts.lock().unwrap());
+            Ok(UpscaleSummary { frames, pts })
         }
         Outcome::Interrupted => bail!(
             "interrupted by Ctrl-C: {} holds the first {frames} frames and is complete",
@@ -774,17 +829,17 @@ enum Outcome {
 }
 
 /// Where the decoded audio goes.
-struct AudioPlan {
-    kind: &'static str,
-    encoders: &'static [&'static str],
-    custom: Option<String>,
-    dropped: bool,
+pub(crate) struct AudioPlan {
+    pub kind: &'static str,
+    pub encoders: &'static [&'static str],
+    pub custom: Option<String>,
+    pub dropped: bool,
 }
 
 impl AudioPlan {
     /// Links an audio pad through an encoder into the muxer; Err is the note to print when the
     /// audio is dropped instead.
-    fn link(
+    pub(crate) fn link(
         &self,
         pipeline: &gst::Pipeline,
         muxer: Option<&gst::Element>,
@@ -847,7 +902,7 @@ impl AudioPlan {
     }
 }
 
-fn link_to_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) {
+pub(crate) fn link_to_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) {
     let Ok(sink) = make("fakesink") else { return };
     sink.set_property("sync", false);
     sink.set_property("async", false);
@@ -858,7 +913,7 @@ fn link_to_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) {
 }
 
 /// The first error message waiting on the bus, if any.
-fn first_error(bus: &gst::Bus) -> Option<String> {
+pub(crate) fn first_error(bus: &gst::Bus) -> Option<String> {
     while let Some(msg) = bus.pop() {
         if let gst::MessageView::Error(err) = msg.view() {
             return Some(error_text(err));
@@ -867,7 +922,7 @@ fn first_error(bus: &gst::Bus) -> Option<String> {
     None
 }
 
-fn error_text(err: &gst::message::Error) -> String {
+pub(crate) fn error_text(err: &gst::message::Error) -> String {
     let source = err
         .src()
         .map(|s| s.name().to_string())
@@ -934,6 +989,7 @@ fn run_bus_loop(
     counter: &Counter,
     notes: &Mutex<Vec<String>>,
     args: &UpscaleArgs,
+    gate: Option<&RangeGate>,
     interrupts_before: u64,
 ) -> anyhow::Result<Outcome> {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -1012,7 +1068,14 @@ fn run_bus_loop(
             continue;
         };
         if total.is_none() {
-            total = expected_frames(pipeline, upscaler);
+            total = match gate {
+                // the range's length, or from its start to the input's end
+                Some(gate) => gate.expected_frames().or_else(|| {
+                    let (start, _) = gate.frames()?;
+                    expected_frames(pipeline, upscaler).map(|n| n.saturating_sub(start))
+                }),
+                None => expected_frames(pipeline, upscaler),
+            };
         }
         let frames = counter.frames.load(Ordering::Relaxed);
         if !show {

@@ -774,6 +774,59 @@ fn two_elements_share_one_model_and_each_stream_is_correct() {
     }
     alone.set_state(gst::State::Null).unwrap();
     assert_eq!(single, *a, "sharing the model changes no output");
+
+    // Several devices in one pipeline for live use: one element per channel, each on its
+    // device-id with its own copy of the model (CPU ids stand for GPUs here), both channels
+    // correct and running at once.
+    {
+        let on = |id| ProcessorSettings {
+            device_id: id,
+            ..settings(1, 0)
+        };
+        let a = DiffusionProcessor::load(&dir, &on(0), &Device::Cpu).unwrap();
+        let b = DiffusionProcessor::load(&dir, &on(1), &Device::Cpu).unwrap();
+        let a2 = DiffusionProcessor::load(&dir, &on(0), &Device::Cpu).unwrap();
+        assert!(!a.shares_weights_with(&b), "a copy per device");
+        assert!(a.shares_weights_with(&a2), "one copy per device");
+    }
+    let channels = common::launch(&format!(
+        "videotestsrc num-buffers=30 pattern=ball ! video/x-raw,format=RGB,width=32,height=32 ! \
+         turbovsr name=a model={m} scale=2 steps=1 window=17 overlap=9 device=cpu device-id=0 ! \
+         appsink name=out_a sync=false \
+         videotestsrc num-buffers=30 pattern=ball ! video/x-raw,format=RGB,width=32,height=32 ! \
+         turbovsr name=b model={m} scale=2 steps=1 window=17 overlap=9 device=cpu device-id=1 ! \
+         appsink name=out_b sync=false",
+        m = dir.display()
+    ));
+    let most_users = Arc::new(AtomicUsize::new(0));
+    let outputs: Vec<Arc<Mutex<Vec<Vec<u8>>>>> = vec![Default::default(), Default::default()];
+    for (name, out) in ["out_a", "out_b"].iter().zip(&outputs) {
+        let sink = common::appsink(&channels, name);
+        let (out, users, dir) = (out.clone(), most_users.clone(), dir.clone());
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    users.fetch_max(model_users(&dir), Ordering::SeqCst);
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    out.lock()
+                        .unwrap()
+                        .push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    channels.set_state(gst::State::Playing).unwrap();
+    assert_eq!(common::finish(&channels), None);
+    channels.set_state(gst::State::Null).unwrap();
+    assert_eq!(most_users.load(Ordering::SeqCst), 2);
+    for out in &outputs {
+        assert_eq!(
+            *out.lock().unwrap(),
+            single,
+            "each device's channel is the solo run"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -27,6 +27,14 @@ enum Command {
     Bench(gstturbovsr::bench::BenchArgs),
     /// Run the parity fixtures on a device and compare with the CPU f32 result.
     Parity(gstturbovsr::parity::ParityArgs),
+    /// Split an input into time-range segments for several workers (writes DIR/plan.json).
+    Plan(gstturbovsr::segments::PlanArgs),
+    /// Upscale one segment of a plan (a worker's, a job array task's command).
+    Segment(gstturbovsr::segments::SegmentArgs),
+    /// Join a plan's finished segments into one file with the input's audio.
+    Join(gstturbovsr::segments::join::JoinArgs),
+    /// Decode a file and print its frames (timestamps, checksums, differences) and audio as JSON.
+    Probe(gstturbovsr::segments::probe::ProbeArgs),
     /// PSNR, SSIM and sharpness of bicubic and a model (at several step counts) on an eval set.
     Eval(gstturbovsr::eval::EvalArgs),
 }
@@ -42,6 +50,10 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => gstturbovsr::bench::run(args),
         Command::Parity(args) => gstturbovsr::parity::run(args),
         Command::Eval(args) => gstturbovsr::eval::run(args),
+        Command::Plan(args) => gstturbovsr::segments::run_plan(args),
+        Command::Segment(args) => gstturbovsr::segments::run_segment(args),
+        Command::Join(args) => gstturbovsr::segments::join::run(args),
+        Command::Probe(args) => gstturbovsr::segments::probe::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

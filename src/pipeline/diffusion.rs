@@ -253,7 +253,11 @@ impl LoadedModel {
         }
         let key: ModelKey = (
             canonical(model),
-            format!("{:?}", device.location()),
+            // One copy per device: on CUDA the location names it; on the CPU, where every
+            // id is the same device, `device-id` still names a copy of its own (one per NUMA
+            // node, or per channel of a multi-channel pipeline), so that one pipeline with an
+            // element per device-id behaves the same on either.
+            format!("{:?}#{}", device.location(), settings.device_id),
             dtype_for(settings.precision, device),
             vae_dtype_for(settings.vae_precision),
             settings.prompt_embeds.as_deref().map(canonical),
