@@ -159,6 +159,40 @@ fn start_and_end_select_whole_frames_in_frames_or_seconds() {
     ]));
     assert_eq!(u64s(&probe(&head)["video"]["frame_crc"]), crc[..5]);
 
+    // An MP4 with B-frames starts two frames late (qtmux's reordering delay) and seeks in
+    // stream time: frames still count from its first one.
+    let mp4 = dir.join("late.mp4");
+    let pipeline = common::launch(&format!(
+        "videotestsrc num-buffers=60 pattern=ball ! \
+         video/x-raw,width=48,height=32,framerate=25/1 ! videoconvert ! \
+         x264enc speed-preset=ultrafast bframes=2 key-int-max=12 ! mp4mux ! filesink location={}",
+        mp4.display()
+    ));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    assert_eq!(common::finish(&pipeline), None);
+    pipeline.set_state(gst::State::Null).unwrap();
+    let late_full = dir.join("late-full.mkv");
+    let late_part = dir.join("late-part.mkv");
+    for (out, range) in [
+        (&late_full, &[][..]),
+        (&late_part, &["--start", "17f", "--end", "41f"][..]),
+    ] {
+        let mut cmd = vec!["upscale", mp4.to_str().unwrap(), out.to_str().unwrap()];
+        cmd.extend(["--model", "bicubic", "--encoder", LOSSLESS, "-q"]);
+        cmd.extend(range);
+        ok(turbovsr(&cmd));
+    }
+    let late = probe(&late_full);
+    assert_eq!(
+        probe(&mp4)["video"]["pts"][0],
+        80_000_000u64,
+        "the MP4 starts late"
+    );
+    assert_eq!(
+        u64s(&probe(&late_part)["video"]["frame_crc"]),
+        u64s(&late["video"]["frame_crc"])[17..41]
+    );
+
     let err = fails(turbovsr(&[
         "upscale",
         &s(&clip),

@@ -518,7 +518,9 @@ mod tests {
             start: Some(Position::Frame(10)),
             end: Some(Position::Seconds(1.0)),
         };
-        let b = range.bounds(Some(rate)).unwrap();
+        let b = range.bounds(Some(rate), 0).unwrap();
+        let later = range.bounds(Some(rate), 80_000_000).unwrap();
+        assert_eq!((later.start, later.end), (460_000_000, Some(1_060_000_000)));
         assert_eq!(b.start, 380_000_000);
         assert_eq!(b.end, Some(980_000_000));
         assert_eq!(range.frames(rate), (10, Some(25)));

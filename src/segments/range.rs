@@ -23,7 +23,7 @@ use gst::prelude::*;
 pub enum Position {
     /// Frame number, counting from 0 (`120f`).
     Frame(u64),
-    /// Seconds from the start (`4.8`, `4.8s`, `1:02.5`, `1:00:02`).
+    /// Seconds from the first frame (`4.8`, `4.8s`, `1:02.5`, `1:00:02`).
     Seconds(f64),
 }
 
@@ -139,15 +139,20 @@ impl Range {
         (self.start.map_or(0, frame), self.end.map(frame))
     }
 
-    /// The keep-interval for a stream at `rate`, or, without a constant frame rate, the times
-    /// as given (frame positions then cannot be placed).
-    pub fn bounds(&self, rate: Option<FrameRate>) -> Result<Bounds, String> {
+    /// The keep-interval for a stream at `rate` whose first frame is at `origin` (ns; files
+    /// may start later than 0), or, without a constant frame rate, the times as given from
+    /// `origin` (frame positions then cannot be placed).
+    pub fn bounds(&self, rate: Option<FrameRate>, origin: u64) -> Result<Bounds, String> {
         match rate {
             Some(rate) => {
                 let (start, end) = self.frames(rate);
                 Ok(Bounds {
-                    start: if start == 0 { 0 } else { rate.boundary(start) },
-                    end: end.map(|e| rate.boundary(e)),
+                    start: if start == 0 {
+                        0
+                    } else {
+                        origin + rate.boundary(start)
+                    },
+                    end: end.map(|e| origin + rate.boundary(e)),
                 })
             }
             None => {
@@ -159,8 +164,8 @@ impl Range {
                     )),
                 };
                 Ok(Bounds {
-                    start: self.start.map(ns).transpose()?.unwrap_or(0),
-                    end: self.end.map(ns).transpose()?,
+                    start: self.start.map(ns).transpose()?.map_or(0, |t| origin + t),
+                    end: self.end.map(ns).transpose()?.map(|t| origin + t),
                 })
             }
         }
@@ -212,6 +217,8 @@ struct GateState {
 /// Per pad: whether the seek's new segment has arrived on it.
 #[derive(Default)]
 struct PadState {
+    /// The pad's segment before the seek: seek positions are stream time.
+    segment: Option<gst::FormattedSegment<gst::ClockTime>>,
     flushed: bool,
     open: bool,
     ended: bool,
@@ -290,7 +297,8 @@ impl RangeGate {
                 .current_caps()
                 .and_then(|caps| FrameRate::from_caps(&caps));
             state.rate = rate;
-            match self.range.bounds(rate) {
+            // the first buffer is the stream's first frame: positions count from it
+            match self.range.bounds(rate, pts.unwrap_or(0)) {
                 Ok(bounds) => state.bounds = Some(bounds),
                 Err(msg) => {
                     *self.error.lock().unwrap() = Some(msg);
@@ -300,6 +308,13 @@ impl RangeGate {
             }
             if state.seek == Seek::Waiting {
                 let start = state.bounds.map_or(0, |b| b.start);
+                // Timestamps to stream time (they differ where a file starts later than 0,
+                // e.g. an MP4 edit list).
+                let start = ps
+                    .segment
+                    .as_ref()
+                    .and_then(|seg| seg.to_stream_time(gst::ClockTime::from_nseconds(start)))
+                    .map_or(start, |t| t.nseconds());
                 let seek = gst::event::Seek::new(
                     1.0,
                     gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
@@ -353,6 +368,11 @@ impl RangeGate {
     }
 
     fn on_event(&self, event: &gst::EventRef, ps: &mut PadState) -> gst::PadProbeReturn {
+        if let gst::EventView::Segment(seg) = event.view() {
+            if let Ok(seg) = seg.segment().clone().downcast::<gst::ClockTime>() {
+                ps.segment.get_or_insert(seg);
+            }
+        }
         let state = self.inner.lock().unwrap();
         let Seek::Sent(seqnum) = state.seek else {
             return gst::PadProbeReturn::Ok;
