@@ -534,7 +534,7 @@ mod tests {
             end: None,
         };
         assert!(frames_only
-            .bounds(None)
+            .bounds(None, 0)
             .unwrap_err()
             .contains("constant frame rate"));
         assert!(range::Range {
