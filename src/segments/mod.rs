@@ -371,6 +371,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot rename '{}' to '{}'", tmp.display(), path.display()))
 }
 
+/// Removes what earlier attempts at this segment left (`seg_000I.part.PID.mkv`: a worker that
+/// died, a lost node). A retry runs after the attempt it replaces is gone.
+fn remove_stale_parts(output: &Path) {
+    let (Some(dir), Some(stem)) = (output.parent(), output.file_stem()) else {
+        return;
+    };
+    let prefix = format!("{}.part.", stem.to_string_lossy());
+    if let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// Arguments of `turbovsr segment`.
 #[derive(Args, Debug, Clone)]
 pub struct SegmentArgs {
@@ -409,6 +429,7 @@ pub fn run_segment(args: &SegmentArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let _ = std::fs::remove_file(&sidecar);
+    remove_stale_parts(&output);
     let part = output.with_extension(format!("part.{}.mkv", std::process::id()));
     let mut extra = vec![
         format!("--start={}", Position::Frame(segment.context_start)),
