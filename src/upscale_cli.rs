@@ -74,19 +74,8 @@ pub struct UpscaleArgs {
     /// safetensors file with prompt_embeds and prompt_attention_mask (default: the checkpoint's).
     #[arg(long)]
     pub prompt_embeds: Option<PathBuf>,
-    /// Video encoder as a gst-launch description, replacing the default for OUT's extension,
-    /// e.g. "x264enc pass=qual quantizer=14 speed-preset=slow".
-    #[arg(long)]
-    pub encoder: Option<String>,
-    /// Audio encoder as a gst-launch description, replacing the default for OUT's extension.
-    #[arg(long)]
-    pub audio_encoder: Option<String>,
-    /// Drop the input's audio.
-    #[arg(long)]
-    pub no_audio: bool,
-    /// Replace OUT if it exists.
-    #[arg(short = 'y', long)]
-    pub overwrite: bool,
+    #[command(flatten)]
+    pub encoding: EncodingArgs,
     /// No progress line (errors and the summary are still printed).
     #[arg(short, long)]
     pub quiet: bool,
@@ -105,6 +94,24 @@ pub struct UpscaleArgs {
     /// Stop before this position (the frame it names is not included): 240f, 9.6, 1:05.
     #[arg(long, value_name = "POS")]
     pub end: Option<Position>,
+}
+
+/// How OUT is written: the options `turbovsr upscale` and `turbovsr join` share.
+#[derive(Args, Debug, Clone)]
+pub struct EncodingArgs {
+    /// Video encoder as a gst-launch description, replacing the default for OUT's extension,
+    /// e.g. "x264enc pass=qual quantizer=14 speed-preset=slow".
+    #[arg(long)]
+    pub encoder: Option<String>,
+    /// Audio encoder as a gst-launch description, replacing the default for OUT's extension.
+    #[arg(long)]
+    pub audio_encoder: Option<String>,
+    /// Drop the input's audio.
+    #[arg(long)]
+    pub no_audio: bool,
+    /// Replace OUT if it exists.
+    #[arg(short = 'y', long)]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -406,7 +413,7 @@ pub fn upscale(args: &UpscaleArgs, record_pts: bool) -> anyhow::Result<UpscaleSu
                 bail!("output '{}' is the input file", args.output.display());
             }
         }
-        if !args.overwrite {
+        if !args.encoding.overwrite {
             bail!(
                 "output '{}' exists (pass --overwrite to replace it)",
                 args.output.display()
@@ -436,7 +443,7 @@ pub fn upscale(args: &UpscaleArgs, record_pts: bool) -> anyhow::Result<UpscaleSu
         .context("cannot create the turbovsr element")?;
     set_element_properties(&upscaler, args)?;
     let convert_out = make("videoconvert")?;
-    let encoder = match &args.encoder {
+    let encoder = match &args.encoding.encoder {
         Some(desc) => encoder_bin(desc, "--encoder")?,
         None => encoder_bin(plan.video_encoder, &format!("{} output", plan.kind))?,
     };
@@ -523,8 +530,8 @@ pub fn upscale(args: &UpscaleArgs, record_pts: bool) -> anyhow::Result<UpscaleSu
         let audio = AudioPlan {
             kind: plan.kind,
             encoders: plan.audio_encoders,
-            custom: args.audio_encoder.clone(),
-            dropped: args.no_audio,
+            custom: args.encoding.audio_encoder.clone(),
+            dropped: args.encoding.no_audio,
         };
         decode.connect_pad_added(move |_, pad| {
             let Some(pipeline) = pipeline_weak.upgrade() else {

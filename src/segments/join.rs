@@ -25,18 +25,8 @@ pub struct JoinArgs {
     pub plan: PathBuf,
     /// Output: a .mkv, .mp4, .mov, .webm or .y4m file.
     pub output: PathBuf,
-    /// Video encoder as a gst-launch description, replacing the default for OUT's extension.
-    #[arg(long)]
-    pub encoder: Option<String>,
-    /// Audio encoder as a gst-launch description, replacing the default for OUT's extension.
-    #[arg(long)]
-    pub audio_encoder: Option<String>,
-    /// Drop the input's audio.
-    #[arg(long)]
-    pub no_audio: bool,
-    /// Replace OUT if it exists.
-    #[arg(short = 'y', long)]
-    pub overwrite: bool,
+    #[command(flatten)]
+    pub encoding: cli::EncodingArgs,
 }
 
 /// A decoded frame of a segment: BGRx bytes.
@@ -178,7 +168,7 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<()> {
     if out_plan.sequence {
         bail!("join writes one file; PNG sequences are not supported");
     }
-    if args.output.exists() && !args.overwrite {
+    if args.output.exists() && !args.encoding.overwrite {
         bail!(
             "output '{}' exists (pass --overwrite to replace it)",
             args.output.display()
@@ -206,7 +196,7 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<()> {
         .max_bytes(4 * info.size() as u64)
         .build();
     let convert = cli::make("videoconvert")?;
-    let encoder = match &args.encoder {
+    let encoder = match &args.encoding.encoder {
         Some(desc) => cli::encoder_bin(desc, "--encoder")?,
         None => cli::encoder_bin(out_plan.video_encoder, &format!("{} output", out_plan.kind))?,
     };
@@ -231,7 +221,7 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<()> {
     // The muxer writes its header when the first buffer arrives: the video waits until the
     // input's audio pad is linked.
     let (pads_done, wait_for_pads) = std::sync::mpsc::channel::<()>();
-    let with_audio = !args.no_audio && !out_plan.audio_encoders.is_empty();
+    let with_audio = !args.encoding.no_audio && !out_plan.audio_encoders.is_empty();
     if with_audio {
         let decode = cli::make("uridecodebin")?;
         decode.set_property("uri", cli::input_uri(&plan.input)?);
@@ -239,7 +229,7 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<()> {
         let audio = AudioPlan {
             kind: out_plan.kind,
             encoders: out_plan.audio_encoders,
-            custom: args.audio_encoder.clone(),
+            custom: args.encoding.audio_encoder.clone(),
             dropped: false,
         };
         let pipeline_weak = pipeline.downgrade();

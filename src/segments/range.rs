@@ -13,7 +13,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
@@ -204,8 +203,6 @@ pub struct RangeGate {
     inner: Mutex<GateState>,
     /// Set when the range cannot be applied; the message for the user.
     error: Mutex<Option<String>>,
-    /// Set when the video branch got its EOS at the range's end.
-    ended: AtomicBool,
 }
 
 struct GateState {
@@ -239,7 +236,6 @@ impl RangeGate {
                 rate: None,
             }),
             error: Mutex::new(None),
-            ended: AtomicBool::new(false),
         })
     }
 
@@ -359,9 +355,6 @@ impl RangeGate {
             return gst::PadProbeReturn::Drop;
         }
         if bounds.end.is_some_and(|end| pts >= end) {
-            if video {
-                self.ended.store(true, Ordering::SeqCst);
-            }
             return self.end_branch(pad, info, ps);
         }
         gst::PadProbeReturn::Ok
@@ -408,10 +401,5 @@ impl RangeGate {
         }
         info.flow_res = Err(gst::FlowError::Eos);
         gst::PadProbeReturn::Handled
-    }
-
-    /// Whether the video reached the range's end (rather than the input's end).
-    pub fn reached_end(&self) -> bool {
-        self.ended.load(Ordering::SeqCst)
     }
 }
