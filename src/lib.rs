@@ -6,15 +6,13 @@
 
 use gst::glib;
 
-pub mod bench;
-pub mod element;
-pub mod eval;
+#[doc(hidden)]
+pub mod cli;
+mod element;
+mod eval;
 pub mod model;
-pub mod parity;
 pub mod pipeline;
 pub mod sample;
-pub mod segments;
-pub mod upscale_cli;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     element::register(plugin)

@@ -3,6 +3,8 @@
 //! to the same outputs as the diffusers-layout original (exactly in f32, within 1e-2 in half
 //! precision); bad files are errors naming the file and the key; `inspect` and `convert`.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -11,12 +13,11 @@ use gstturbovsr::model::checkpoint::inspect::{convert, inspect, ConvertTo};
 use gstturbovsr::model::checkpoint::ltx_keys::{transformer_key_to_original, VaeGeneration};
 use gstturbovsr::model::checkpoint::safetensors::{parse_header, parse_index};
 use gstturbovsr::model::checkpoint::Checkpoint;
-use gstturbovsr::model::forward::{ForwardArgs, ForwardModuleKind};
 use gstturbovsr::model::relative_l2;
 use gstturbovsr::model::transformer::{RopePositions, TransformerInputs};
+use gstturbovsr::model::turbovsr::load_prompt;
 use gstturbovsr::model::turbovsr::{write_test_model, Preset, TestModelOptions, TurboVsrDenoiser};
 use gstturbovsr::model::vae::AutoencoderKlLtxVideo;
-use gstturbovsr::pipeline::diffusion::load_prompt;
 
 const HALF_TOL: f32 = 1e-2;
 /// bf16 weights against the f16-stored VAE fixtures: the rounding of the weights itself (see
@@ -254,17 +255,9 @@ fn vae_generation_is_detected_from_the_single_file_keys() {
 
 fn transformer_output(model: &Path, case: &str, tag: &str) -> Tensor {
     let out = scratch(&format!("tf-out-{tag}")).join("out.safetensors");
-    let args = ForwardArgs {
-        module: ForwardModuleKind::Transformer,
-        model: model.to_path_buf(),
-        input: root().join(format!("transformer/{case}/inputs.safetensors")),
-        output: out.clone(),
-        repeat: 1,
-        precision: "f32".into(),
-        device: "cpu".into(),
-    };
-    gstturbovsr::model::forward::run(&args)
-        .unwrap_or_else(|e| panic!("{}: {e:#}", model.display()));
+    let input = root().join(format!("transformer/{case}/inputs.safetensors"));
+    common::forward("transformer", model, &input, &out)
+        .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
     load(&out)["sample"].clone()
 }
 

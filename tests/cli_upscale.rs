@@ -210,8 +210,8 @@ fn side_by_side_png_of_bicubic_has_two_equal_halves() {
     ]));
     // The middle of 11 frames.
     assert!(stderr.contains("(frame 5:"), "{stderr}");
-    let sep = gstturbovsr::upscale_cli::SIDE_BY_SIDE_SEPARATOR;
-    let (w, h, rgb) = gstturbovsr::eval::set::read_png_rgb8(&png).unwrap();
+    let sep = gstturbovsr::cli::SIDE_BY_SIDE_SEPARATOR;
+    let (w, h, rgb) = common::png::read_rgb8(&png);
     assert_eq!((w, h), (2 * 160 + sep, 120));
     let (mut diff, mut n) = (0u64, 0u64);
     for y in 0..h {
@@ -261,8 +261,8 @@ fn default_model_and_side_by_side_frame() {
     assert!(stderr.contains("model default"), "{stderr}");
     assert!(stderr.contains("(frame 2:"), "{stderr}");
     assert_video(&probe(&output), 9, 128, 96);
-    let (w, h, _) = gstturbovsr::eval::set::read_png_rgb8(&png).unwrap();
-    let sep = gstturbovsr::upscale_cli::SIDE_BY_SIDE_SEPARATOR;
+    let (w, h, _) = common::png::read_rgb8(&png);
+    let sep = gstturbovsr::cli::SIDE_BY_SIDE_SEPARATOR;
     assert_eq!((w, h), (2 * 128 + sep, 96));
     // A frame past the end: the last frame, said so.
     let stderr = check_ok(&upscale(&[

@@ -2,10 +2,11 @@
 //! `python -m turbovsr_train.data.evalset`): bicubic and the tiny random checkpoint, the Markdown
 //! table and the JSON, and the errors for a missing file and a wrong size.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gstturbovsr::eval::set::write_png_rgb8;
 use gstturbovsr::model::turbovsr::{write_test_model, Preset, TestModelOptions};
 
 const SCALE: usize = 4;
@@ -61,8 +62,8 @@ fn write_clip(dir: &Path, name: &str) {
                 }
             }
         }
-        write_png_rgb8(&clip.join(format!("hr_{f:03}.png")), hw, hh, &hr).unwrap();
-        write_png_rgb8(&clip.join(format!("lr_{f:03}.png")), LR_W, LR_H, &lr).unwrap();
+        common::png::write_rgb8(&clip.join(format!("hr_{f:03}.png")), hw, hh, &hr);
+        common::png::write_rgb8(&clip.join(format!("lr_{f:03}.png")), LR_W, LR_H, &lr);
     }
 }
 
@@ -272,7 +273,7 @@ fn outputs_of_other_methods_are_scored_beside_bicubic() {
         !out.status.success() && e.contains("clip_001/sr_002.png"),
         "{e}"
     );
-    write_png_rgb8(&gone, 8, 8, &[0; 3 * 64]).unwrap();
+    common::png::write_rgb8(&gone, 8, 8, &[0; 3 * 64]);
     let out = eval(&["--set", set, "--model", "bicubic", "--outputs", &spec]);
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && e.contains("8x8"), "{e}");
@@ -294,7 +295,7 @@ fn missing_files_and_wrong_sizes_are_named() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("clip_001/lr_003.png"), "{e}");
     // An LR frame of the wrong size.
-    write_png_rgb8(&missing, LR_W + 1, LR_H, &vec![0; 3 * (LR_W + 1) * LR_H]).unwrap();
+    common::png::write_rgb8(&missing, LR_W + 1, LR_H, &vec![0; 3 * (LR_W + 1) * LR_H]);
     let out = eval(&["--set", set, "--model", "bicubic", "--device", "cpu"]);
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -308,50 +309,4 @@ fn missing_files_and_wrong_sizes_are_named() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("manifest.json"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// The metrics against scikit-image 0.26 / scipy 1.17 on a fixed pair of pictures
-/// (scripts/fixtures/gen_eval_metrics.py writes them and prints these values).
-#[test]
-fn metrics_match_scikit_image() {
-    use gstturbovsr::eval::{metrics, set};
-    let fixture = |name: &str| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/eval")
-            .join(name);
-        let (w, h, rgb) = set::read_png_rgb8(&path).unwrap();
-        set::rgb8_to_image(w, h, &rgb)
-    };
-    let (a, b) = (fixture("a.png"), fixture("b.png"));
-    let close = |got: f64, want: f64, what: &str| {
-        assert!(
-            (got - want).abs() < 1e-5,
-            "{what}: {got}, scikit-image {want}"
-        );
-    };
-    close(
-        metrics::psnr_y(&a, &b, 4).unwrap(),
-        24.828105063334846,
-        "PSNR-Y",
-    );
-    close(
-        metrics::psnr_rgb(&a, &b, 4).unwrap(),
-        19.969882716327678,
-        "PSNR-RGB",
-    );
-    close(
-        metrics::ssim_y(&a, &b, 4).unwrap(),
-        0.5886176662756428,
-        "SSIM",
-    );
-    close(
-        metrics::sharpness(&a, 4).unwrap(),
-        0.33290507467555197,
-        "sharpness a",
-    );
-    close(
-        metrics::sharpness(&b, 4).unwrap(),
-        0.2417339112400839,
-        "sharpness b",
-    );
 }

@@ -2,11 +2,12 @@
 //! `scripts/fixtures/gen_transformer.py` (random weights, every parameter randomized), half
 //! precision against f32, and the errors on bad input (issue 4).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use gstturbovsr::model::forward::{ForwardArgs, ForwardModuleKind};
 use gstturbovsr::model::relative_l2;
 use gstturbovsr::model::transformer::{
     LtxVideoTransformer3DModel, RopePositions, TransformerInputs,
@@ -255,23 +256,18 @@ fn cli_forward_runs_the_transformer() {
         std::fs::copy(case.dir.join(f), model_dir.join(f)).unwrap();
     }
     let output = root.join("out.safetensors");
-    let args = ForwardArgs {
-        module: ForwardModuleKind::Transformer,
-        model: root.join("checkpoint"),
-        input: case.dir.join("inputs.safetensors"),
-        output: output.clone(),
-        repeat: 1,
-        precision: "f32".into(),
-        device: "cpu".into(),
-    };
-    gstturbovsr::model::forward::run(&args).unwrap();
+    let model = root.join("checkpoint");
+    common::forward(
+        "transformer",
+        &model,
+        &case.dir.join("inputs.safetensors"),
+        &output,
+    )
+    .unwrap();
     let got = load(&output)["sample"].clone();
     assert!(relative_l2(&got, &case.expected).unwrap() <= F32_TOL);
 
-    let missing = ForwardArgs {
-        input: case.dir.join("expected.safetensors"),
-        ..args
-    };
-    let err = gstturbovsr::model::forward::run(&missing).unwrap_err();
-    assert!(format!("{err:#}").contains("video_shape"), "{err:#}");
+    let missing = case.dir.join("expected.safetensors");
+    let err = common::forward("transformer", &model, &missing, &output).unwrap_err();
+    assert!(err.contains("video_shape"), "{err}");
 }

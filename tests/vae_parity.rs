@@ -3,6 +3,8 @@
 //! 0.9.5, 0.9.7), with reference encode / decode outputs, some of them through the reference's
 //! tiled paths. Plus the errors on bad configs, weights and inputs.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -403,7 +405,6 @@ fn noise_injection_is_seeded() {
 /// `turbovsr forward vae-decode` with `--model` pointing at a folder that holds `vae/`.
 #[test]
 fn forward_cli_decodes_from_checkpoint_folder() {
-    use gstturbovsr::model::forward::{run, ForwardArgs, ForwardModuleKind};
     let dir = temp_dir("cli");
     std::os::unix::fs::symlink(fixture_dir("0.9.1"), dir.join("vae")).unwrap();
     let (_, t) = load_cases("0.9.1");
@@ -412,28 +413,16 @@ fn forward_cli_decodes_from_checkpoint_folder() {
         ("timestep".to_string(), t["dec_img.timestep"].clone()),
     ]);
     candle_core::safetensors::save(&inputs, dir.join("in.safetensors")).unwrap();
-    let args = ForwardArgs {
-        module: ForwardModuleKind::VaeDecode,
-        model: dir.clone(),
-        input: dir.join("in.safetensors"),
-        output: dir.join("out.safetensors"),
-        repeat: 1,
-        precision: "f32".into(),
-        device: "cpu".into(),
-    };
-    run(&args).expect("forward vae-decode");
+    let (input, output) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
+    common::forward("vae-decode", &dir, &input, &output).expect("forward vae-decode");
     let out = candle_core::safetensors::load(dir.join("out.safetensors"), &Device::Cpu).unwrap();
     check("cli decode", &out["sample"], &t["dec_img.sample"]);
 
     // Encode from the VAE folder itself.
     let inputs = HashMap::from([("sample".to_string(), t["enc_img.sample"].clone())]);
     candle_core::safetensors::save(&inputs, dir.join("in.safetensors")).unwrap();
-    let args = ForwardArgs {
-        module: ForwardModuleKind::VaeEncode,
-        model: fixture_dir("0.9.1"),
-        ..args
-    };
-    run(&args).expect("forward vae-encode");
+    common::forward("vae-encode", &fixture_dir("0.9.1"), &input, &output)
+        .expect("forward vae-encode");
     let out = candle_core::safetensors::load(dir.join("out.safetensors"), &Device::Cpu).unwrap();
     check("cli encode", &out["latent"], &t["enc_img.latent"]);
     let _ = std::fs::remove_dir_all(dir);

@@ -33,10 +33,6 @@ pub struct Manifest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClipEntry {
     pub name: String,
-    #[serde(default)]
-    pub source: Option<String>,
-    #[serde(default)]
-    pub seed: Option<u64>,
 }
 
 /// An evaluation set folder with a checked manifest.

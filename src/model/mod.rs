@@ -7,7 +7,6 @@ pub mod conv3d;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod flops;
-pub mod forward;
 pub mod profile;
 pub mod transformer;
 pub mod turbovsr;

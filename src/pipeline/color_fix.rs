@@ -17,31 +17,7 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-/// Which colour correction the diffusion processor applies to its output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ColorFix {
-    #[default]
-    None,
-    /// Low frequencies from the bicubic input, high frequencies from the model output.
-    Wavelet,
-    /// Per-frame, per-channel mean and standard deviation from the bicubic input.
-    Adain,
-}
-
-impl std::str::FromStr for ColorFix {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "none" => Ok(ColorFix::None),
-            "wavelet" => Ok(ColorFix::Wavelet),
-            "adain" => Ok(ColorFix::Adain),
-            other => Err(format!(
-                "unknown colour fix '{other}': expected none, wavelet or adain"
-            )),
-        }
-    }
-}
+pub use super::settings::ColorFix;
 
 /// Blur levels of the wavelet decomposition: taps up to 2^4 = 16 pixels apart, so the low-pass
 /// keeps structures of roughly 64 pixels and more (as StableSR's five levels).

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use super::engine::{OutputSize, UpscaleEngine};
 use super::format::RgbFrame;
-use super::load::{load_processor, ProcessorSettings};
+use super::load::load_processor;
 use super::processor::{CancelToken, ProcessError};
+use super::settings::ProcessorSettings;
 use super::window::{Window, WindowConfig, WindowScheduler};
 
 /// Upscales a stream of frames, one output frame per input frame, in order, holding at most two

@@ -4,6 +4,7 @@
 pub mod noise;
 pub mod schedule;
 pub mod tiles;
+pub mod tokens;
 
 use candle_core::{DType, Result, Tensor};
 

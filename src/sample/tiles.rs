@@ -5,8 +5,8 @@
 
 use candle_core::{Device, Result, Tensor};
 
+use super::tokens::{pack_latents, unpack_latents};
 use super::VelocityModel;
-use crate::model::turbovsr::denoiser::{pack_latents, unpack_latents};
 
 /// One tile: its top-left latent and its size, in latents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

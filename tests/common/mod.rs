@@ -61,3 +61,26 @@ pub fn tiny_model(name: &str) -> &'static Path {
         dir
     })
 }
+
+pub mod png;
+
+/// Runs `turbovsr forward MODULE --model M --input I --output O` on the CPU in f32 (the built
+/// binary); Err is its stderr.
+pub fn forward(module: &str, model: &Path, input: &Path, output: &Path) -> Result<(), String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turbovsr"))
+        .arg("forward")
+        .arg(module)
+        .arg("--model")
+        .arg(model)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .expect("run turbovsr forward");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

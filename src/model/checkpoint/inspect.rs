@@ -1,4 +1,5 @@
-//! `turbovsr inspect MODEL` and `turbovsr convert SRC DST` (DESIGN §7).
+//! Checkpoint reports and layout conversion, behind `turbovsr inspect` and `turbovsr convert`
+//! (DESIGN §7).
 //!
 //! `inspect` resolves a model path like the loaders do, builds the VAE and the TurboVSR denoiser
 //! on a dry run of their weights (nothing is read, every missing or mis-shaped key is collected
@@ -12,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -21,8 +22,8 @@ use super::ltx_keys::{self, TransformerPreset, VaeGeneration};
 use super::safetensors::StDtype;
 use super::weights::{summarize, KeyProblem, Weights};
 use super::{
-    is_turbovsr_head_key, Checkpoint, Layout, TransformerCheckpoint, VaeCheckpoint,
-    DIFFUSERS_WEIGHTS, PROMPT_EMBEDS_FILE,
+    is_turbovsr_head_key, Checkpoint, TransformerCheckpoint, VaeCheckpoint, DIFFUSERS_WEIGHTS,
+    PROMPT_EMBEDS_FILE,
 };
 use crate::model::turbovsr::config::CONFIG_FILE;
 use crate::model::turbovsr::denoiser::{COND_EMBEDDER, STEP_EMBEDDER};
@@ -371,7 +372,7 @@ fn settings(r: &mut Report, ck: &Checkpoint, caption_channels: usize) {
     }
     let prompt = dir.join(PROMPT_EMBEDS_FILE);
     if prompt.is_file() {
-        match crate::pipeline::diffusion::load_prompt(&prompt, caption_channels, &Device::Cpu) {
+        match crate::model::turbovsr::prompt::load_prompt(&prompt, caption_channels, &Device::Cpu) {
             Ok((e, _)) => r.line(format!(
                 "prompt embeddings: {} tokens x {} channels",
                 e.dim(1).unwrap_or(0),
@@ -382,27 +383,6 @@ fn settings(r: &mut Report, ck: &Checkpoint, caption_channels: usize) {
     } else {
         r.line("prompt embeddings: none (zero embedding of length 1, DESIGN §3.3)");
     }
-}
-
-/// Arguments of `turbovsr inspect`.
-#[derive(Debug, clap::Args)]
-pub struct InspectArgs {
-    /// Checkpoint folder, single-file LTX-Video checkpoint, or diffusers module folder.
-    pub model: PathBuf,
-}
-
-/// `turbovsr inspect`: prints the report; an error (non-zero exit) when the model cannot run.
-pub fn run_inspect(args: &InspectArgs) -> Result<()> {
-    let report = inspect(&args.model);
-    print!("{}", report.text());
-    if !report.can_run() {
-        bail!(
-            "{} cannot run: {} problem(s), listed above",
-            args.model.display(),
-            report.problems.len()
-        );
-    }
-    Ok(())
 }
 
 /// A tensor to write: its name in the output and where its bytes come from.
@@ -525,46 +505,12 @@ fn copy_settings(ck: &Checkpoint, dst: &Path) -> Result<()> {
 }
 
 /// Which way `convert` goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvertTo {
     /// The DESIGN §3.3 folder (`vae/`, `transformer/` in the diffusers layout).
     Folder,
     /// The original single-file LTX-Video layout.
     SingleFile,
-}
-
-/// Arguments of `turbovsr convert`.
-#[derive(Debug, clap::Args)]
-pub struct ConvertArgs {
-    /// The checkpoint to convert (any layout `inspect` reads).
-    pub src: PathBuf,
-    /// Output: a folder; for `--to single-file`, a `.safetensors` path writes the bare file.
-    pub dst: PathBuf,
-    /// Target layout (default: the other one: single file -> folder, folder -> single file).
-    #[arg(long, value_enum)]
-    pub to: Option<ConvertTo>,
-    /// Cast the weights: f32, bf16 or f16 (default: keep the stored types).
-    #[arg(long)]
-    pub dtype: Option<String>,
-}
-
-/// `turbovsr convert`.
-pub fn run_convert(args: &ConvertArgs) -> Result<()> {
-    let cast = args
-        .dtype
-        .as_deref()
-        .map(crate::model::forward::parse_precision)
-        .transpose()?;
-    let ck = Checkpoint::open(&args.src)?;
-    let to = args.to.unwrap_or(match ck.layout {
-        Layout::SingleFile { .. } => ConvertTo::Folder,
-        _ => ConvertTo::SingleFile,
-    });
-    let written = convert(&ck, &args.dst, to, cast)?;
-    for line in written {
-        println!("{line}");
-    }
-    Ok(())
 }
 
 /// Converts `ck` to the `to` layout at `dst`; returns what was written, one line each.

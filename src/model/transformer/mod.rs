@@ -12,7 +12,6 @@ pub mod block;
 pub mod config;
 pub mod cpu_kernels;
 pub mod embeddings;
-pub mod forward_module;
 pub mod layers;
 pub mod rope;
 

@@ -15,8 +15,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use gst::prelude::*;
 
-use super::{plan_dir, Plan, SegmentDone};
-use crate::upscale_cli::{self as cli, AudioPlan};
+use super::media::{self as cli, AudioPlan};
+use super::options::EncodingArgs;
+use super::plan::{plan_dir, Plan, SegmentDone};
 
 /// Arguments of `turbovsr join`.
 #[derive(Args, Debug, Clone)]
@@ -26,7 +27,7 @@ pub struct JoinArgs {
     /// Output: a .mkv, .mp4, .mov, .webm or .y4m file.
     pub output: PathBuf,
     #[command(flatten)]
-    pub encoding: cli::EncodingArgs,
+    pub encoding: EncodingArgs,
 }
 
 /// A decoded frame of a segment: BGRx bytes.

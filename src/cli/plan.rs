@@ -17,10 +17,6 @@
 //! timestamps of the segment's frames and is what marks a segment done (a retry or a second
 //! driver skips it).
 
-pub mod join;
-pub mod probe;
-pub mod range;
-
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -28,11 +24,8 @@ use clap::{Args, Parser};
 use gst::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::upscale_cli::UpscaleArgs;
-use range::{FrameRate, Position};
-
-/// The lossless, intra-only encoding of the segments' outputs.
-pub const INTERMEDIATE_ENCODER: &str = "capsfilter caps=video/x-raw,format=BGRx ! avenc_ffv1";
+use super::range::FrameRate;
+use super::upscale::UpscaleArgs;
 
 /// Frames before a segment that it upscales again as its first window's context: the model's
 /// window overlap.
@@ -188,7 +181,7 @@ struct UpscaleOnly {
 }
 
 /// `upscale_args` parsed as `turbovsr upscale INPUT OUTPUT upscale_args...`.
-fn upscale_args(
+pub(crate) fn upscale_args(
     input: &str,
     output: &Path,
     extra: &[String],
@@ -282,7 +275,7 @@ pub fn run_plan(args: &PlanArgs) -> anyhow::Result<()> {
     }
     // the options must parse, before any worker finds out
     upscale_args(&args.input, Path::new("x.mkv"), &[], &args.upscale_args)?;
-    let uri = crate::upscale_cli::input_uri(&args.input)?;
+    let uri = super::media::input_uri(&args.input)?;
     let input = if uri.starts_with("file://") {
         std::fs::canonicalize(&args.input)?
             .to_string_lossy()
@@ -371,125 +364,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot rename '{}' to '{}'", tmp.display(), path.display()))
 }
 
-/// Removes what earlier attempts at this segment left (`seg_000I.part.PID.mkv`: a worker that
-/// died, a lost node). A retry runs after the attempt it replaces is gone.
-fn remove_stale_parts(output: &Path) {
-    let (Some(dir), Some(stem)) = (output.parent(), output.file_stem()) else {
-        return;
-    };
-    let prefix = format!("{}.part.", stem.to_string_lossy());
-    if let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    }) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-/// Arguments of `turbovsr segment`.
-#[derive(Args, Debug, Clone)]
-pub struct SegmentArgs {
-    /// plan.json written by `turbovsr plan`.
-    pub plan: PathBuf,
-    /// The segment to upscale, counting from 0 (a job array's task index).
-    pub index: usize,
-    /// CUDA device number, replacing the plan's.
-    #[arg(long)]
-    pub device_id: Option<u32>,
-    /// Upscale it again even when it is done.
-    #[arg(short = 'y', long)]
-    pub overwrite: bool,
-    /// No progress line.
-    #[arg(short, long)]
-    pub quiet: bool,
-}
-
-/// Runs `turbovsr segment`.
-pub fn run_segment(args: &SegmentArgs) -> anyhow::Result<()> {
-    let plan = Plan::load(&args.plan)?;
-    let dir = plan_dir(&args.plan);
-    let Some(segment) = plan.segments.get(args.index) else {
-        bail!(
-            "plan '{}' has {} segments (0..={}); there is no segment {}",
-            args.plan.display(),
-            plan.segments.len(),
-            plan.segments.len().saturating_sub(1),
-            args.index
-        );
-    };
-    let output = dir.join(&segment.output);
-    let sidecar = dir.join(&segment.sidecar);
-    if !args.overwrite && sidecar.exists() && output.exists() {
-        eprintln!("turbovsr: segment {} is already done", segment.index);
-        return Ok(());
-    }
-    let _ = std::fs::remove_file(&sidecar);
-    remove_stale_parts(&output);
-    let part = output.with_extension(format!("part.{}.mkv", std::process::id()));
-    let mut extra = vec![
-        format!("--start={}", Position::Frame(segment.context_start)),
-        format!("--encoder={INTERMEDIATE_ENCODER}"),
-        "--no-audio".to_string(),
-        "--overwrite".to_string(),
-    ];
-    if let Some(end) = segment.end {
-        extra.push(format!("--end={}", Position::Frame(end)));
-    }
-    if args.quiet {
-        extra.push("--quiet".into());
-    }
-    let mut upscale = upscale_args(&plan.input, &part, &extra, &plan.upscale_args)?;
-    if let Some(id) = args.device_id {
-        upscale.device_id = id;
-    }
-    let summary = crate::upscale_cli::upscale(&upscale, true).map_err(|e| {
-        let _ = std::fs::remove_file(&part);
-        e.context(format!("segment {} of '{}'", segment.index, plan.input))
-    })?;
-    let short = match plan.expected_frames(segment) {
-        Some(want) => summary.frames != want,
-        None => summary.frames < segment.start - segment.context_start + 1,
-    };
-    if short {
-        let _ = std::fs::remove_file(&part);
-        bail!(
-            "segment {} wrote {} frames from frame {} (timestamps {:?} to {:?} ns), the plan \
-             expects {}: the input is shorter than planned or its frame rate is not constant",
-            segment.index,
-            summary.frames,
-            segment.context_start,
-            summary.pts.first(),
-            summary.pts.last(),
-            plan.expected_frames(segment).map_or_else(
-                || format!("more than {}", segment.start - segment.context_start),
-                |n| n.to_string()
-            )
-        );
-    }
-    std::fs::rename(&part, &output).with_context(|| {
-        format!(
-            "cannot rename '{}' to '{}'",
-            part.display(),
-            output.display()
-        )
-    })?;
-    let done = SegmentDone {
-        index: segment.index,
-        frames: summary.frames,
-        pts: summary.pts,
-    };
-    write_atomically(&sidecar, &serde_json::to_vec(&done)?)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::range::Position;
 
     #[test]
     fn segments_cover_every_frame_once_with_context_before_each() {
@@ -535,7 +413,7 @@ mod tests {
             numer: 25,
             denom: 1,
         };
-        let range = range::Range {
+        let range = crate::cli::range::Range {
             start: Some(Position::Frame(10)),
             end: Some(Position::Seconds(1.0)),
         };
@@ -550,7 +428,7 @@ mod tests {
             denom: 1001,
         };
         assert_eq!(ntsc.frame_at(ntsc.frame_time(12345) as f64 / 1e9), 12345);
-        let frames_only = range::Range {
+        let frames_only = crate::cli::range::Range {
             start: Some(Position::Frame(3)),
             end: None,
         };
@@ -558,7 +436,7 @@ mod tests {
             .bounds(None, 0)
             .unwrap_err()
             .contains("constant frame rate"));
-        assert!(range::Range {
+        assert!(crate::cli::range::Range {
             start: Some(Position::Frame(5)),
             end: Some(Position::Frame(5)),
         }

@@ -11,7 +11,7 @@ use clap::Args;
 use gst::prelude::*;
 use serde::Serialize;
 
-use crate::upscale_cli as cli;
+use super::media as cli;
 
 /// Arguments of `turbovsr probe`.
 #[derive(Args, Debug, Clone)]

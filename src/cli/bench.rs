@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
-use crate::model::forward::parse_device;
+use super::forward::parse_device;
 use crate::model::profile;
 use crate::pipeline::resize::resize_bicubic;
 use crate::pipeline::{
@@ -63,7 +63,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub tile_size: usize,
     /// Overlap of spatial tiles in latents.
-    #[arg(long, default_value_t = crate::pipeline::load::DEFAULT_TILE_OVERLAP)]
+    #[arg(long, default_value_t = crate::pipeline::settings::DEFAULT_TILE_OVERLAP)]
     pub tile_overlap: usize,
     /// After the timed windows of the last steps value (the cheapest in the usual 4,2,1 order),
     /// one more window with the device time of each part of the model (the device synchronized
@@ -349,7 +349,7 @@ pub fn report_line(label: &str, windows: &[WindowMeasure]) -> String {
 pub fn run(args: &BenchArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let name = device_name(&device);
-    let memory = crate::pipeline::load::device_memory(&device)
+    let memory = crate::pipeline::device::device_memory(&device)
         .map(|(_, total)| format!(", {} MiB", total >> 20))
         .unwrap_or_default();
     println!(

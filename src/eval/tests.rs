@@ -1,10 +1,11 @@
-//! NIQE (src/eval/niqe.rs) against scikit-video 1.1.11's `skvideo.measure.niqe` on the
-//! fixtures of `scripts/fixtures/gen_niqe.py`.
+//! The measures against their references: NIQE against scikit-video 1.1.11's
+//! `skvideo.measure.niqe` on the fixtures of `scripts/fixtures/gen_niqe.py`, PSNR, SSIM and
+//! sharpness against scikit-image.
 
 use std::path::{Path, PathBuf};
 
-use gstturbovsr::eval::niqe::{niqe, niqe_luma};
-use gstturbovsr::eval::set::read_png_rgb8;
+use super::niqe::{niqe, niqe_luma};
+use super::set::read_png_rgb8;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/niqe")
@@ -44,7 +45,7 @@ fn niqe_matches_skvideo() {
         assert!(rel < 1e-9, "{name}: {score} vs {f64_score}");
 
         // The Plane entry point: 8-bit values / 255, scaled back.
-        let plane = gstturbovsr::eval::metrics::Plane {
+        let plane = super::metrics::Plane {
             width: w,
             height: h,
             data: y.iter().map(|v| v / 255.0).collect(),
@@ -54,7 +55,7 @@ fn niqe_matches_skvideo() {
     }
 }
 
-/// The speed at 640x360: `cargo test --release --test niqe -- --ignored --nocapture`.
+/// The speed at 640x360: `cargo test --release --lib niqe_speed -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn niqe_speed_640x360() {
@@ -72,5 +73,51 @@ fn niqe_speed_640x360() {
     println!(
         "niqe 640x360: {:.2} ms",
         t.elapsed().as_secs_f64() * 1e3 / n as f64
+    );
+}
+
+/// The metrics against scikit-image 0.26 / scipy 1.17 on a fixed pair of pictures
+/// (scripts/fixtures/gen_eval_metrics.py writes them and prints these values).
+#[test]
+fn metrics_match_scikit_image() {
+    use super::{metrics, set};
+    let fixture = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/eval")
+            .join(name);
+        let (w, h, rgb) = set::read_png_rgb8(&path).unwrap();
+        set::rgb8_to_image(w, h, &rgb)
+    };
+    let (a, b) = (fixture("a.png"), fixture("b.png"));
+    let close = |got: f64, want: f64, what: &str| {
+        assert!(
+            (got - want).abs() < 1e-5,
+            "{what}: {got}, scikit-image {want}"
+        );
+    };
+    close(
+        metrics::psnr_y(&a, &b, 4).unwrap(),
+        24.828105063334846,
+        "PSNR-Y",
+    );
+    close(
+        metrics::psnr_rgb(&a, &b, 4).unwrap(),
+        19.969882716327678,
+        "PSNR-RGB",
+    );
+    close(
+        metrics::ssim_y(&a, &b, 4).unwrap(),
+        0.5886176662756428,
+        "SSIM",
+    );
+    close(
+        metrics::sharpness(&a, 4).unwrap(),
+        0.33290507467555197,
+        "sharpness a",
+    );
+    close(
+        metrics::sharpness(&b, 4).unwrap(),
+        0.2417339112400839,
+        "sharpness b",
     );
 }

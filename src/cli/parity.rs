@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 
-use crate::model::forward::{parse_device, parse_precision, ForwardModule};
-use crate::model::transformer::forward_module::TransformerForward;
+use super::forward::{parse_device, parse_precision, ForwardModule, TransformerForward};
 use crate::model::vae::{AutoencoderKlLtxVideo, VaeTiling};
 use crate::model::{lcg_tensor, relative_l2};
 
