@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use gstturbovsr::model::turbovsr::{write_test_model, Preset, TestModelOptions};
-use gstturbovsr::pipeline::resize::resize_bicubic;
+use gstturbovsr::pipeline::resize_bicubic;
 use gstturbovsr::pipeline::{
     CancelToken, DiffusionProcessor, FrameProcessor, ProcessorSettings, WindowInput, WindowStats,
 };

@@ -3,7 +3,7 @@
 
 use candle_core::Device;
 use gstturbovsr::model::relative_l2;
-use gstturbovsr::pipeline::resize::resize_bicubic;
+use gstturbovsr::pipeline::resize_bicubic;
 use gstturbovsr::pipeline::{OutputSize, ProcessorSettings, RgbFrame, Upscaler, WindowConfig};
 
 #[test]

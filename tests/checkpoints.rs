@@ -747,7 +747,7 @@ fn prompt_embeddings_are_checked_against_the_caption_channels() {
         Tensor::ones((2, 8), DType::F32, &dev).unwrap(),
     )]);
     std::fs::copy(&path, model.join("prompt_embeds.safetensors")).unwrap();
-    let e = err_text(gstturbovsr::pipeline::load::load_processor(
+    let e = err_text(gstturbovsr::pipeline::load_processor(
         model.to_str().unwrap(),
         &Default::default(),
     ));

@@ -38,8 +38,14 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod buffers;
+mod caps;
 mod imp;
-pub(crate) use imp::layout_from_info;
+mod worker;
+
+pub(crate) use caps::layout_from_info;
+
+use crate::pipeline::settings::{ColorFix, DeviceChoice, Precision};
 
 /// Where the model runs (`device` property).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
@@ -92,7 +98,7 @@ pub enum VaePrecisionKind {
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstTurboVsrColorFix")]
-pub enum ColorFix {
+pub enum ColorFixKind {
     #[default]
     #[enum_value(name = "No colour correction", nick = "none")]
     None = 0,
@@ -105,6 +111,27 @@ pub enum ColorFix {
     Adain = 2,
 }
 
+/// The properties' enums and the core settings' ([`crate::pipeline::settings`]), both ways.
+macro_rules! same_values {
+    ($glib:ident, $core:ident, $($v:ident),+) => {
+        impl From<$glib> for $core {
+            fn from(v: $glib) -> Self {
+                match v { $($glib::$v => $core::$v),+ }
+            }
+        }
+        impl From<$core> for $glib {
+            fn from(v: $core) -> Self {
+                match v { $($core::$v => $glib::$v),+ }
+            }
+        }
+    };
+}
+
+same_values!(DeviceKind, DeviceChoice, Auto, Cpu, Cuda);
+same_values!(PrecisionKind, Precision, Auto, F32, Bf16, F16);
+same_values!(VaePrecisionKind, Precision, Auto, F32, Bf16, F16);
+same_values!(ColorFixKind, ColorFix, None, Wavelet, Adain);
+
 glib::wrapper! {
     pub struct TurboVsr(ObjectSubclass<imp::TurboVsr>) @extends gst::Element, gst::Object;
 }
@@ -115,7 +142,7 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
         DeviceKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
         PrecisionKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
         VaePrecisionKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
-        ColorFix::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+        ColorFixKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     }
     gst::Element::register(
         Some(plugin),

@@ -131,6 +131,7 @@ pub fn attention(
 /// chosen by `TURBOVSR_ATTENTION`: `fused` (the default) or `mma`, the register-resident kernel;
 /// `wmma`, the first fused kernel, its scores and output through shared memory; `portable`, the
 /// chunked candle-ops path. `scripts/gpu-run.sh` compares them.
+#[cfg(feature = "cuda")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceAttention {
     Portable,
@@ -138,9 +139,9 @@ pub enum DeviceAttention {
     Mma,
 }
 
+#[cfg(feature = "cuda")]
 impl DeviceAttention {
     /// The fused kernel this choice runs, if any.
-    #[cfg(feature = "cuda")]
     fn kernel(self) -> Option<crate::model::cuda::FlashKernel> {
         use crate::model::cuda::FlashKernel;
         match self {
@@ -152,6 +153,7 @@ impl DeviceAttention {
 }
 
 /// The process's [`DeviceAttention`], read from `TURBOVSR_ATTENTION` once.
+#[cfg(feature = "cuda")]
 pub fn device_attention() -> DeviceAttention {
     static CHOICE: std::sync::OnceLock<DeviceAttention> = std::sync::OnceLock::new();
     *CHOICE.get_or_init(|| match std::env::var("TURBOVSR_ATTENTION").as_deref() {
@@ -170,6 +172,7 @@ pub fn device_attention() -> DeviceAttention {
 
 /// [`attention`] with explicit chunk sizes (the tests use small ones to exercise every path). On
 /// the CPU they are the fused kernel's query tile and key block, per worker thread.
+#[cfg(test)]
 pub fn chunked_attention(
     q: &Tensor,
     k: &Tensor,
@@ -657,6 +660,7 @@ fn softmax_update_body<const FMA: bool>(
 
 /// Reference attention that materializes the full (b, heads, q_len, kv_len) score tensor in f32.
 /// For tests and small inputs only.
+#[cfg(test)]
 pub fn naive_attention(
     q: &Tensor,
     k: &Tensor,

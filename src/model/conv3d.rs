@@ -21,7 +21,8 @@ use candle_nn::VarBuilder;
 ///
 /// `x`: (b, c_in, t, h, w); `weight`: (c_out, c_in, k_t, k_h, k_w); `stride`: (time, height,
 /// width), with equal height and width strides; `padding_hw`: zero padding of height and width.
-/// Returns (b, c_out, (t - k_t) / s_t + 1, h_out, w_out).
+/// Returns (b, c_out, (t - k_t) / s_t + 1, h_out, w_out). The reference of the tests.
+#[cfg(test)]
 pub fn conv3d(
     x: &Tensor,
     weight: &Tensor,

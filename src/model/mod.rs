@@ -1,13 +1,13 @@
 //! The neural modules of TurboVSR (DESIGN §3): LTX-Video's causal video VAE and diffusion
 //! transformer, written with candle and loaded by their diffusers key names.
 
-pub mod attention;
+pub(crate) mod attention;
 pub mod checkpoint;
-pub mod conv3d;
+pub(crate) mod conv3d;
 #[cfg(feature = "cuda")]
-pub mod cuda;
-pub mod flops;
-pub mod profile;
+pub(crate) mod cuda;
+pub(crate) mod flops;
+pub(crate) mod profile;
 pub mod transformer;
 pub mod turbovsr;
 pub mod vae;

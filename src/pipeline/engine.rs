@@ -4,8 +4,8 @@
 
 use candle_core::{Device, Tensor};
 
-use super::device_format::{converts_on_device, download_planes, rgb_to_planes};
-use super::format::{FrameLayout, RgbFrame};
+use super::device_format::{converts_on_device, copy_planes, download_planes, rgb_to_planes};
+use super::format::{rgb_to_frame, FrameLayout, RgbFrame};
 use super::processor::{CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput};
 use super::resize::{resize_bicubic, upload};
 use super::window::Window;
@@ -104,6 +104,23 @@ impl UpscaleEngine {
                 RgbFrame::new(out_w, out_h, rgb.to_vec(), a)
             })
             .collect())
+    }
+
+    /// Upscales a window for raw frames of `layout`: on a GPU the output format is made on the
+    /// device and only its bytes come back; on the CPU, and for formats with alpha (resized on
+    /// the host), the host converts. The one place the output conversion is chosen.
+    pub fn run_output<F: AsRef<RgbFrame>>(
+        &mut self,
+        window: &Window<F>,
+        layout: &FrameLayout,
+        cancel: &CancelToken,
+    ) -> Result<OutputFrames, ProcessError> {
+        if !self.device.is_cpu() && converts_on_device(layout) {
+            self.run_to_layout(window, layout, cancel)
+                .map(OutputFrames::Planes)
+        } else {
+            self.run(window, cancel).map(OutputFrames::Rgb)
+        }
     }
 
     /// Upscales a window straight into raw frames of `layout` (the output size, a format
@@ -224,6 +241,43 @@ impl UpscaleEngine {
         let a = Tensor::from_vec(data, (frames.len(), h, w), &Device::Cpu)?;
         let a = resize_bicubic(&a, out_h, out_w)?.clamp(0f32, 1f32)?;
         Ok(Some(a.flatten_all()?.to_vec1::<f32>()?))
+    }
+}
+
+/// The emitted frames of a window on their way to raw frames: float RGB that the host converts,
+/// or the output format's planes, converted on the model's device (tightly packed, one vector
+/// per plane). [`UpscaleEngine::run_output`] picks one; [`OutputFrames::write`] writes a frame.
+pub enum OutputFrames {
+    Rgb(Vec<RgbFrame>),
+    Planes(Vec<Vec<Vec<u8>>>),
+}
+
+impl OutputFrames {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            OutputFrames::Rgb(f) => f.len(),
+            OutputFrames::Planes(f) => f.len(),
+        }
+    }
+
+    /// Writes frame `k` into the mapped `planes` of an output buffer of `layout`.
+    pub fn write(
+        &self,
+        k: usize,
+        layout: &FrameLayout,
+        planes: &mut [&mut [u8]],
+        strides: &[usize],
+    ) -> Result<(), String> {
+        match self {
+            OutputFrames::Rgb(f) => {
+                rgb_to_frame(&f[k], layout, planes, strides).map_err(|e| e.to_string())
+            }
+            OutputFrames::Planes(f) => copy_planes(layout, &f[k], planes, strides),
+        }
     }
 }
 

@@ -47,10 +47,11 @@ pub trait SettingEnum: Copy + Sized + 'static {
             .map(|(v, _)| *v)
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::NAMES.iter().map(|(_, n)| *n).collect();
+                let (last, rest) = names.split_last().expect("an enum has values");
                 format!(
-                    "unknown {} '{name}': expected {}",
+                    "unknown {} '{name}': expected {} or {last}",
                     Self::WHAT,
-                    names.join(", ")
+                    rest.join(", ")
                 )
             })
     }

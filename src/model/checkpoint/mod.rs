@@ -20,11 +20,11 @@
 //! backend: memory-mapped, converted to the run precision, used keys tracked), [`inspect`]
 //! (`turbovsr inspect` and `turbovsr convert`).
 
-pub mod header;
+pub(crate) mod header;
 pub mod inspect;
 pub mod ltx_keys;
 pub mod safetensors;
-pub mod weights;
+pub(crate) mod weights;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -8,12 +8,12 @@
 //! range of blocks (block 0 alone, then cross normalization, then the rest), and
 //! [`LtxVideoTransformer3DModel::output`] applies `norm_out` and `proj_out`.
 
-pub mod block;
-pub mod config;
-pub mod cpu_kernels;
-pub mod embeddings;
-pub mod layers;
-pub mod rope;
+pub(crate) mod block;
+pub(crate) mod config;
+pub(crate) mod cpu_kernels;
+pub(crate) mod embeddings;
+pub(crate) mod layers;
+pub(crate) mod rope;
 
 use std::ops::Range;
 use std::path::Path;

@@ -2,12 +2,12 @@
 //! `turbovsr.json`, the cross normalization of the condition, the conditional denoiser head,
 //! the prompt, the window inference over the VAE and the denoiser, and random test checkpoints.
 
-pub mod config;
-pub mod cross_norm;
-pub mod denoiser;
-pub mod inference;
-pub mod prompt;
-pub mod test_model;
+pub(crate) mod config;
+pub(crate) mod cross_norm;
+pub(crate) mod denoiser;
+pub(crate) mod inference;
+pub(crate) mod prompt;
+pub(crate) mod test_model;
 
 pub use config::TurboVsrConfig;
 pub use cross_norm::cross_norm;

@@ -8,12 +8,12 @@
 //!   `latents_std` and `scaling_factor` as the LTX pipelines apply them.
 //! - Tiling in space and time ([`VaeTiling`]) bounds memory by the tile size.
 
-pub mod blocks;
-pub mod config;
-pub mod decoder;
-pub mod encoder;
-pub mod noise;
-pub mod tiling;
+pub(crate) mod blocks;
+pub(crate) mod config;
+pub(crate) mod decoder;
+pub(crate) mod encoder;
+pub(crate) mod noise;
+pub(crate) mod tiling;
 
 use std::path::Path;
 
