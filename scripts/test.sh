@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, and every test (unit, parity, element, pipelines).
+# The test command: the layer check, formatting, lints, and every test (unit, parity, element, pipelines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Layers (docs/ARCHITECTURE.md): no import from a lower layer to a higher one, no circle
+# through files of different folders.
+python3 scripts/check-layers.py
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Any GLib warning or critical during the tests is a failure.

@@ -139,7 +139,7 @@ fn run_transformer(dir: &Path, device: &Device, dtype: DType) -> Result<Vec<(Str
 /// its tiles, a masking key bias, and q/k/v as head views of (b, len, heads, d) memory, as the
 /// transformer passes them.
 fn attention_results(device: &Device, dtype: DType) -> Result<Vec<ParityResult>> {
-    use crate::model::attention::{attention, default_max_score_elems};
+    use crate::model::transformer::attention::{attention, default_max_score_elems};
     // (label, batch, heads, q_len, kv_len, head size, masked keys)
     let cases = [
         ("self d64", 2, 4, 1000, 1000, 64, 0),

@@ -568,4 +568,16 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("encoder.conv_in.conv.weight"), "{err}");
     }
+
+    #[test]
+    fn a_conv_forward_adds_its_flops_to_the_tally() {
+        use candle_core::{DType, Device, Module, Tensor};
+        let vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
+        let conv = CausalConv3d::new(3, 4, 3, (1, 1, 1), true, vb).unwrap();
+        let x = Tensor::zeros((1, 3, 2, 5, 5), DType::F32, &Device::Cpu).unwrap();
+        crate::model::flops::take();
+        let y = conv.forward(&x).unwrap();
+        assert_eq!(y.dims(), &[1, 4, 2, 5, 5]);
+        assert_eq!(crate::model::flops::take(), 2 * (4 * 2 * 5 * 5) * 3 * 27);
+    }
 }

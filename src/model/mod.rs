@@ -1,7 +1,6 @@
 //! The neural modules of TurboVSR (DESIGN §3): LTX-Video's causal video VAE and diffusion
 //! transformer, written with candle and loaded by their diffusers key names.
 
-pub(crate) mod attention;
 pub mod checkpoint;
 pub(crate) mod conv3d;
 #[cfg(feature = "cuda")]

@@ -92,7 +92,7 @@ impl VaeGeneration {
     }
 
     /// The generation of a diffusers VAE config.
-    pub fn of_config(cfg: &crate::model::vae::VaeConfig) -> Self {
+    pub fn of_config(cfg: &crate::model::vae::config::VaeConfig) -> Self {
         if cfg.is_ltx_095() {
             Self::V095
         } else if cfg.timestep_conditioning {

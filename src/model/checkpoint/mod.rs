@@ -31,8 +31,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::model::transformer::LtxTransformerConfig;
-use crate::model::vae::VaeConfig;
+use crate::model::transformer::config::LtxTransformerConfig;
+use crate::model::vae::config::VaeConfig;
 pub use ltx_keys::{TransformerPreset, VaeGeneration};
 pub use safetensors::{SafetensorsFile, StDtype, TensorInfo};
 pub use weights::Weights;

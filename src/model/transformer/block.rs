@@ -10,8 +10,8 @@ use super::config::{ActivationFn, LtxTransformerConfig};
 use super::cpu_kernels::{gated_residual, gelu_tanh, rms_norm_modulate, rms_norm_rope};
 use super::layers::Linear;
 use super::rope::Rope;
-use crate::model::attention::attention;
 use crate::model::profile;
+use crate::model::transformer::attention::attention;
 
 /// `LTXAttention`'s q/k RMS norm epsilon (hard-coded there).
 const QK_NORM_EPS: f64 = 1e-5;
@@ -184,7 +184,7 @@ pub struct BlockContext {
     pub temb: Tensor,
     /// Maps rows to (batch, tokens); see [`super::embeddings::TimestepRows`].
     pub rows: super::embeddings::TimestepRows,
-    /// Budget of one attention score block, in elements (see [`crate::model::attention`]).
+    /// Budget of one attention score block, in elements (see [`crate::model::transformer::attention`]).
     pub max_score_elems: usize,
 }
 

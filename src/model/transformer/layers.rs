@@ -5,7 +5,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::cpu_kernels::linear_f32;
-use crate::model::attention::matmul_dtype;
+use crate::model::transformer::attention::matmul_dtype;
 
 /// `torch.nn.Linear`: `y = x W^T + b`, weights `weight` (out, in) and `bias` (out).
 ///

@@ -8,6 +8,7 @@
 //! range of blocks (block 0 alone, then cross normalization, then the rest), and
 //! [`LtxVideoTransformer3DModel::output`] applies `norm_out` and `proj_out`.
 
+pub(crate) mod attention;
 pub(crate) mod block;
 pub(crate) mod config;
 pub(crate) mod cpu_kernels;
@@ -27,7 +28,7 @@ pub use config::{ActivationFn, LtxTransformerConfig};
 pub use embeddings::{TimeEmbedding, TimestepRows};
 pub use rope::{Rope, RopePositions};
 
-use crate::model::attention::default_max_score_elems;
+use crate::model::transformer::attention::default_max_score_elems;
 use embeddings::{AdaLayerNormSingle, CaptionProjection};
 use layers::{layer_norm, modulate, Linear};
 use rope::LtxRotaryPosEmbed;
@@ -136,8 +137,8 @@ impl LtxVideoTransformer3DModel {
     }
 
     /// Sets the budget of one attention score block, in elements (default
-    /// [`crate::model::attention::DEFAULT_MAX_SCORE_ELEMS`] on the CPU,
-    /// [`crate::model::attention::DEVICE_MAX_SCORE_ELEMS`] on a GPU); smaller uses less memory and
+    /// [`crate::model::transformer::attention::DEFAULT_MAX_SCORE_ELEMS`] on the CPU,
+    /// [`crate::model::transformer::attention::DEVICE_MAX_SCORE_ELEMS`] on a GPU); smaller uses less memory and
     /// splits the work finer.
     pub fn set_max_attention_scores(&mut self, elems: usize) {
         self.max_score_elems = elems.max(1);

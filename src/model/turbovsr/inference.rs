@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 
+use super::config::TurboVsrConfig;
 use super::denoiser::{pack_latents, unpack_latents};
+use super::denoiser::{ConditionedDenoiser, TurboVsrDenoiser};
 use super::prompt::load_prompt;
-use super::{ConditionedDenoiser, TurboVsrConfig, TurboVsrDenoiser};
 use crate::model::checkpoint::{Checkpoint, PROMPT_EMBEDS_FILE};
 use crate::model::vae::{AutoencoderKlLtxVideo, VaeTiling};
 use crate::sample::tiles::{plan_tiles, Tile, TileVelocity, TiledVelocity};
