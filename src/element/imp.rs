@@ -1,12 +1,13 @@
 //! `turbovsr`: implementation. Layout follows gst-plugins-rs (debug category, defaults,
 //! settings, state, element, then the GObject / GStreamer impls).
 //!
-//! Threads: the sink pad's streaming thread converts each buffer to float RGB and feeds the
-//! window scheduler; full windows go to one worker thread through a one-slot queue (the chain
-//! blocks from queuing a window until the worker takes it: back-pressure, never unbounded
-//! buffering, and at most one running window plus the next one's new frames on the host).
-//! Finished windows come back through the same queue and are pushed downstream as soon as they
-//! are done by a push thread, or by the streaming thread when it gets there first; one push lock
+//! Threads: the sink pad's streaming thread converts each buffer to float RGB and queues it for
+//! the worker thread, which feeds the frames to the core's [`Upscaler`] (the one driver of
+//! windows, DESIGN §5) and turns each window it completes into output buffers. While the worker
+//! runs a window, the queue holds at most the next window's new frames, and the chain waits for
+//! room before it reads the next buffer: back-pressure, never unbounded buffering, and at most
+//! one running window plus the next one's new frames on the host. Finished windows come back
+//! through the same queue and are pushed downstream as soon as they are done by a push thread, or by the streaming thread when it gets there first; one push lock
 //! orders every downstream push, so buffers and serialized events keep their order. The push
 //! thread is what keeps a player from stalling: a window's frames must not wait for the next
 //! input buffer, which may never come while the player's other sinks wait for this one to
@@ -22,14 +23,14 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use parking_lot::Mutex;
 
-use super::buffers::{read_frame, Frame};
+use super::buffers::read_frame;
 use super::caps::{layout_from_info, sink_caps, src_caps, src_caps_for, template_caps};
-use super::worker::{Job, JobResult, Shared, Worker};
+use super::worker::{Input, Job, JobResult, OutFormat, Shared, Worker};
 use super::{ColorFixKind, DeviceKind, PrecisionKind, VaePrecisionKind};
 use crate::pipeline::settings::{Settings, MAX_SCALE, VALID_STEPS};
+use crate::pipeline::upscaler::Upscaler;
 use crate::pipeline::{
-    load_processor, FrameLayout, HeldState, OutputSize, UpscaleEngine, Window, WindowConfig,
-    WindowScheduler,
+    load_processor, FrameLayout, HeldState, OutputSize, UpscaleEngine, WindowConfig,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -60,11 +61,9 @@ struct State {
     shared: Arc<Shared>,
     /// Windows of the current configuration (the LATENCY query).
     windows: WindowConfig,
-    scheduler: WindowScheduler<Frame>,
     in_info: Option<gst_video::VideoInfo>,
     in_layout: Option<FrameLayout>,
-    out_info: Option<gst_video::VideoInfo>,
-    out_layout: Option<FrameLayout>,
+    out_format: Option<Arc<OutFormat>>,
     /// Serialized events that arrived after `.0` frames: forwarded once that many are pushed.
     pending_events: VecDeque<(u64, gst::Event)>,
     /// Frames received / pushed since the stream (re)started.
@@ -82,11 +81,9 @@ impl State {
             shared: worker.shared.clone(),
             worker,
             windows,
-            scheduler: WindowScheduler::new(windows),
             in_info: None,
             in_layout: None,
-            out_info: None,
-            out_layout: None,
+            out_format: None,
             pending_events: VecDeque::new(),
             frames_in: 0,
             frames_out: 0,
@@ -96,8 +93,8 @@ impl State {
         }
     }
 
+    /// A flush: the worker resets its upscaler when the next stream's first frame comes.
     fn reset_stream(&mut self) {
-        self.scheduler.reset();
         self.segment = None;
         self.pending_events.clear();
         self.frames_in = 0;
@@ -174,7 +171,8 @@ impl TurboVsr {
                 self.drain()?;
             }
         }
-        let window = {
+        self.wait_for_room()?;
+        let job = {
             let mut state_guard = self.state.lock();
             let state = state_guard.as_mut().ok_or(gst::FlowError::Flushing)?;
             let (Some(in_info), Some(layout)) = (state.in_info.as_ref(), state.in_layout) else {
@@ -197,40 +195,39 @@ impl TurboVsr {
                 gst::FlowError::Error
             })?;
             state.frames_in += 1;
-            state
-                .scheduler
-                .push(frame)
-                .map(|w| self.make_job(state, w))
-                .transpose()?
+            Self::job(state, Input::Frame(frame))?
         };
-        if let Some(job) = window {
-            self.submit(job)?;
-        }
+        self.queue(job)?;
         self.push_ready(PushMode::Chain)
     }
 
-    fn make_job(&self, state: &State, window: Window<Frame>) -> Result<Job, gst::FlowError> {
-        let (Some(out_info), Some(out_layout)) = (state.out_info.clone(), state.out_layout) else {
-            return Err(gst::FlowError::NotNegotiated);
-        };
-        let generation = state.shared.queue.lock().generation;
+    /// `input` for the worker, in the stream's output format.
+    fn job(state: &State, input: Input) -> Result<Job, gst::FlowError> {
+        let format = state
+            .out_format
+            .clone()
+            .ok_or(gst::FlowError::NotNegotiated)?;
         Ok(Job {
-            window,
-            generation,
-            out_info,
-            out_layout,
+            input,
+            format,
+            generation: 0,
         })
     }
 
-    /// Queues a window for the worker and waits until the worker takes it. The streaming thread
-    /// gathers the next window's frames only while this one runs, so the host holds at most the
-    /// running window and the next one's new frames (DESIGN §5: two windows at most). It also
-    /// waits while a finished window is not yet pushed: downstream's back-pressure reaches
-    /// upstream, and finished output never piles up.
-    fn submit(&self, job: Job) -> Result<(), gst::FlowError> {
-        let shared = self.shared().ok_or(gst::FlowError::Flushing)?;
+    /// Waits until the worker's queue has room for a frame: while the worker runs a window, the
+    /// queue takes the next window's new frames (`window - overlap`), so the host holds at most
+    /// the running window and those (DESIGN §5: two windows at most). The worker takes no frame
+    /// while a finished window is not yet pushed, so downstream's back-pressure reaches upstream
+    /// and finished output never piles up. Before the buffer is read: a waiting chain holds no
+    /// frame of its own.
+    fn wait_for_room(&self) -> Result<(), gst::FlowError> {
+        let (shared, room) = {
+            let state = self.state.lock();
+            let state = state.as_ref().ok_or(gst::FlowError::Flushing)?;
+            (state.shared.clone(), state.windows.step().max(1))
+        };
         let mut q = shared.queue.lock();
-        while (q.job.is_some() || !q.results.is_empty()) && !q.flushing && q.downstream.is_none() {
+        while q.jobs.len() >= room && !q.flushing && q.downstream.is_none() {
             shared.cond.wait(&mut q);
         }
         if q.flushing {
@@ -239,25 +236,19 @@ impl TurboVsr {
         if let Some(err) = q.downstream {
             return Err(err);
         }
-        gst::trace!(
-            CAT,
-            imp = self,
-            "queueing window {} ({} frames from {})",
-            job.window.index,
-            job.window.frames.len(),
-            job.window.start
-        );
-        q.job = Some(Job {
-            generation: q.generation,
-            ..job
-        });
-        shared.cond.notify_all();
-        while q.job.is_some() && !q.flushing {
-            shared.cond.wait(&mut q);
-        }
+        Ok(())
+    }
+
+    /// Hands a job to the worker, in the current flush generation.
+    fn queue(&self, job: Job) -> Result<(), gst::FlowError> {
+        let shared = self.shared().ok_or(gst::FlowError::Flushing)?;
+        let mut q = shared.queue.lock();
         if q.flushing {
             return Err(gst::FlowError::Flushing);
         }
+        let generation = q.generation;
+        q.jobs.push_back(Job { generation, ..job });
+        shared.cond.notify_all();
         Ok(())
     }
 
@@ -266,7 +257,7 @@ impl TurboVsr {
         let shared = self.shared().ok_or(gst::FlowError::Flushing)?;
         if mode == PushMode::Drain {
             let mut q = shared.queue.lock();
-            while (q.job.is_some() || q.busy) && !q.flushing {
+            while (!q.jobs.is_empty() || q.busy) && !q.flushing {
                 shared.cond.wait(&mut q);
             }
         }
@@ -433,24 +424,20 @@ impl TurboVsr {
     /// stream: before EOS, caps changes, new segments and discontinuities.
     fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
         let tail = {
-            let mut state_guard = self.state.lock();
-            let Some(state) = state_guard.as_mut() else {
+            let state_guard = self.state.lock();
+            let Some(state) = state_guard.as_ref() else {
                 return Ok(gst::FlowSuccess::Ok);
             };
-            match state.scheduler.finish() {
-                Some(window) => Some(self.make_job(state, window)?),
-                None => None,
+            match state.frames_in {
+                0 => None,
+                n => {
+                    gst::debug!(CAT, imp = self, "draining after {n} frames");
+                    Some(Self::job(state, Input::Drain)?)
+                }
             }
         };
         if let Some(job) = tail {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "draining tail window of {} frames (padded to {})",
-                job.window.frames.len(),
-                job.window.padded_len
-            );
-            self.submit(job)?;
+            self.queue(job)?;
         }
         self.push_ready(PushMode::Drain)?;
         let _push = self.push_lock.lock();
@@ -588,8 +575,10 @@ impl TurboVsr {
         if let Some(state) = self.state.lock().as_mut() {
             state.in_info = Some(in_info);
             state.in_layout = Some(in_layout);
-            state.out_info = Some(out_info);
-            state.out_layout = Some(out_layout);
+            state.out_format = Some(Arc::new(OutFormat {
+                info: out_info,
+                layout: out_layout,
+            }));
         }
         Ok(out_caps)
     }
@@ -713,12 +702,13 @@ impl TurboVsr {
             &format!("Loaded model {model}"),
         );
         let engine = UpscaleEngine::new(processor, device, OutputSize::Scale(settings.scale));
-        let worker = Worker::spawn(engine, self.obj().downgrade()).map_err(|e| {
-            gst::error_msg!(
-                gst::CoreError::Failed,
-                ["Cannot start the worker threads: {}", e]
-            )
-        })?;
+        let worker = Worker::spawn(Upscaler::new(engine, windows), self.obj().downgrade())
+            .map_err(|e| {
+                gst::error_msg!(
+                    gst::CoreError::Failed,
+                    ["Cannot start the worker threads: {}", e]
+                )
+            })?;
         *self.stats.lock() = Stats::default();
         *self.state.lock() = Some(State::new(worker, windows));
         Ok(())

@@ -1,6 +1,7 @@
-//! The worker thread that runs the model on one window at a time, the one-slot queue between
-//! it and the streaming thread, and the push thread that pushes finished windows downstream as
-//! soon as they are done (see `imp.rs` for the threads' protocol).
+//! The worker thread, which feeds the stream's frames to an [`Upscaler`] and turns each window
+//! it completes into output buffers; the bounded queue between it and the streaming thread; and
+//! the push thread, which pushes finished windows downstream as soon as they are done (see
+//! `imp.rs` for the threads' protocol).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,16 +14,29 @@ use parking_lot::{Condvar, Mutex};
 
 use super::buffers::{build_buffers, Frame};
 use super::imp::PushMode;
-use crate::pipeline::{
-    CancelToken, FrameLayout, HeldState, OutputSize, ProcessError, UpscaleEngine, Window,
-};
+use crate::pipeline::upscaler::{Upscaler, WindowRun};
+use crate::pipeline::{CancelToken, FrameLayout, HeldState, ProcessError};
 
-/// A window for the worker, with what it needs to build the output buffers.
+/// The negotiated output: the buffers' video info and the core's layout of it.
+#[derive(Debug)]
+pub(super) struct OutFormat {
+    pub(super) info: gst_video::VideoInfo,
+    pub(super) layout: FrameLayout,
+}
+
+/// What the streaming thread hands the worker, in stream order.
+pub(super) enum Input {
+    /// The next frame of the stream.
+    Frame(Frame),
+    /// The end of a stream (EOS, new caps or segment, a discontinuity): the tail window.
+    Drain,
+}
+
+/// An input with the output format of its stream and the flush generation it belongs to.
 pub(super) struct Job {
-    pub(super) window: Window<Frame>,
+    pub(super) input: Input,
+    pub(super) format: Arc<OutFormat>,
     pub(super) generation: u64,
-    pub(super) out_info: gst_video::VideoInfo,
-    pub(super) out_layout: FrameLayout,
 }
 
 pub(super) struct JobResult {
@@ -33,10 +47,13 @@ pub(super) struct JobResult {
     pub(super) held: HeldState,
 }
 
-/// The one-slot queue between the streaming thread and the worker.
+/// The queue between the streaming thread and the worker: at most one window's new frames wait
+/// while the worker runs a window (the streaming thread waits for room before it reads the next
+/// buffer), and finished windows wait for the push.
 #[derive(Default)]
 pub(super) struct Queue {
-    pub(super) job: Option<Job>,
+    pub(super) jobs: VecDeque<Job>,
+    /// The worker is handling a job (running a window, most of the time).
     pub(super) busy: bool,
     pub(super) results: VecDeque<JobResult>,
     pub(super) flushing: bool,
@@ -68,7 +85,7 @@ impl Shared {
                 c.cancel();
             }
         } else {
-            q.job = None;
+            q.jobs.clear();
             q.results.clear();
             q.downstream = None;
             q.generation += 1;
@@ -86,14 +103,14 @@ pub(super) struct Worker {
 
 impl Worker {
     pub(super) fn spawn(
-        engine: UpscaleEngine,
+        upscaler: Upscaler<Frame>,
         element: glib::WeakRef<super::TurboVsr>,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::default());
         let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("turbovsr-worker".into())
-            .spawn(move || worker_loop(engine, &thread_shared))?;
+            .spawn(move || worker_loop(upscaler, &thread_shared))?;
         let mut worker = Self {
             shared: shared.clone(),
             handle: Some(handle),
@@ -155,7 +172,10 @@ impl Drop for Worker {
     }
 }
 
-fn worker_loop(mut engine: UpscaleEngine, shared: &Shared) {
+/// The worker: takes the jobs in order (not while a finished window waits for its push, so that
+/// downstream's back-pressure reaches upstream), feeds them to the upscaler and queues each
+/// window it completes as output buffers.
+fn worker_loop(mut upscaler: Upscaler<Frame>, shared: &Shared) {
     let mut last_generation = 0;
     loop {
         let (job, cancel) = {
@@ -164,54 +184,51 @@ fn worker_loop(mut engine: UpscaleEngine, shared: &Shared) {
                 if q.shutdown {
                     return;
                 }
-                if let Some(job) = q.job.take() {
-                    let cancel = Arc::new(CancelToken::default());
-                    q.running_cancel = Some(cancel.clone());
-                    q.busy = true;
-                    // A slot freed up: wake a chain waiting to queue the next window.
-                    shared.cond.notify_all();
-                    break (job, cancel);
+                if !q.flushing && q.results.is_empty() {
+                    if let Some(job) = q.jobs.pop_front() {
+                        let cancel = Arc::new(CancelToken::default());
+                        q.running_cancel = Some(cancel.clone());
+                        q.busy = true;
+                        // Room freed up: wake a chain waiting to queue the next frame.
+                        shared.cond.notify_all();
+                        break (job, cancel);
+                    }
                 }
                 shared.cond.wait(&mut q);
             }
         };
         if job.generation != last_generation {
-            engine.reset();
+            // A flush: the frames before it belong to another stream.
+            upscaler.reset();
             last_generation = job.generation;
         }
         let start = Instant::now();
-        engine.set_output(OutputSize::Fixed {
-            width: job.out_layout.width,
-            height: job.out_layout.height,
-        });
-        let outcome = engine.run_output(&job.window, &job.out_layout, &cancel);
-        let buffers = match outcome {
-            Ok(frames) => Some(build_buffers(
-                &job.window,
-                &job.out_info,
-                &job.out_layout,
-                &frames,
-            )),
-            Err(ProcessError::Cancelled) => None,
-            Err(ProcessError::Model(e)) => Some(Err(format!("{e:#}"))),
+        let layout = &job.format.layout;
+        let run = match job.input {
+            Input::Frame(frame) => upscaler.push_to_layout(frame, layout, &cancel),
+            Input::Drain => upscaler.finish_to_layout(layout, &cancel),
         };
-        let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
-        let held = engine.held();
-        // The window's input frames are released here, before the result is announced, so
-        // `frames-held` never counts a finished window.
-        let (index, generation) = (job.window.index, job.generation);
-        drop(job);
+        let result = run.and_then(|WindowRun { window, frames }| {
+            let buffers = match frames {
+                Ok(frames) => build_buffers(&window, &job.format.info, layout, &frames),
+                Err(ProcessError::Cancelled) => return None,
+                Err(ProcessError::Model(e)) => Err(format!("{e:#}")),
+            };
+            // The window's input frames are released here, before the result is announced, so
+            // `frames-held` never counts a finished window.
+            Some(JobResult {
+                window: window.index,
+                buffers,
+                elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+                held: upscaler.held(),
+            })
+        });
         let mut q = shared.queue.lock();
         q.busy = false;
         q.running_cancel = None;
-        if let Some(buffers) = buffers {
-            if generation == q.generation && !q.flushing {
-                q.results.push_back(JobResult {
-                    window: index,
-                    buffers,
-                    elapsed_ms,
-                    held,
-                });
+        if let Some(result) = result {
+            if job.generation == q.generation && !q.flushing {
+                q.results.push_back(result);
             }
         }
         shared.cond.notify_all();

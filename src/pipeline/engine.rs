@@ -52,20 +52,8 @@ impl UpscaleEngine {
         }
     }
 
-    pub fn processor_name(&self) -> &str {
-        self.processor.name()
-    }
-
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     pub fn set_output(&mut self, output: OutputSize) {
         self.output = output;
-    }
-
-    pub fn output(&self) -> OutputSize {
-        self.output
     }
 
     /// Forgets the processor's per-stream state.
@@ -253,10 +241,6 @@ pub enum OutputFrames {
 }
 
 impl OutputFrames {
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn len(&self) -> usize {
         match self {
             OutputFrames::Rgb(f) => f.len(),

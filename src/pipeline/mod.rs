@@ -16,11 +16,10 @@ pub mod settings;
 pub(crate) mod upscaler;
 pub mod window;
 
-pub use color_fix::ColorFix;
 pub use default_model::default_model_dir;
-pub use device::{device_memory, explain_out_of_memory, open_cuda, select_device};
 pub use diffusion::{DiffusionProcessor, WindowStats};
-pub use engine::{OutputFrames, OutputSize, UpscaleEngine};
+pub use engine::OutputSize;
+pub(crate) use engine::{OutputFrames, UpscaleEngine};
 pub use format::{frame_to_rgb, rgb_to_frame, FrameLayout, PixelFormat, RgbFrame, YuvMatrix};
 pub use load::load_processor;
 pub use model_cache::model_users;
@@ -28,6 +27,7 @@ pub use processor::{
     BicubicProcessor, CancelToken, FrameProcessor, HeldState, ProcessError, WindowInput,
 };
 pub use resize::resize_bicubic;
-pub use settings::{DeviceChoice, Precision, ProcessorSettings, SettingEnum, Settings};
+pub use settings::{ColorFix, DeviceChoice, Precision, ProcessorSettings, SettingEnum, Settings};
 pub use upscaler::Upscaler;
-pub use window::{Window, WindowConfig, WindowConfigError, WindowScheduler};
+pub(crate) use window::Window;
+pub use window::{WindowConfig, WindowConfigError};
