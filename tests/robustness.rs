@@ -24,6 +24,19 @@ fn worker_threads() -> usize {
         .unwrap_or(0)
 }
 
+/// The live `turbovsr-worker` threads once they have had up to 2 s to go: a joined thread's
+/// entry stays in /proc until the kernel has finished its exit, which on a loaded machine can
+/// be after `join` returns.
+fn workers_left() -> usize {
+    for _ in 0..200 {
+        if worker_threads() == 0 {
+            return 0;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    worker_threads()
+}
+
 fn to_null(pipeline: &gst::Pipeline) {
     pipeline.set_state(gst::State::Null).unwrap();
     assert_eq!(pipeline.current_state(), gst::State::Null);
@@ -74,7 +87,7 @@ fn pipeline_faults_leave_no_thread_behind_and_lose_no_frame() {
     );
     assert_eq!(common::finish(&pipeline), None);
     to_null(&pipeline);
-    assert_eq!(worker_threads(), 0, "the worker stops at NULL");
+    assert_eq!(workers_left(), 0, "the worker stops at NULL");
 
     // To NULL mid-window, repeatedly: no hang, no thread left.
     for _ in 0..3 {
@@ -86,7 +99,7 @@ fn pipeline_faults_leave_no_thread_behind_and_lose_no_frame() {
         std::thread::sleep(Duration::from_millis(120));
         to_null(&pipeline);
     }
-    assert_eq!(worker_threads(), 0);
+    assert_eq!(workers_left(), 0);
 
     // An upstream error mid-window: the pipeline reports it and shuts down cleanly.
     let pipeline = common::launch(
@@ -100,7 +113,7 @@ fn pipeline_faults_leave_no_thread_behind_and_lose_no_frame() {
         "{err}"
     );
     to_null(&pipeline);
-    assert_eq!(worker_threads(), 0);
+    assert_eq!(workers_left(), 0);
 
     // Interlaced video is refused with a message that says what to do.
     let pipeline = common::launch(
@@ -114,5 +127,5 @@ fn pipeline_faults_leave_no_thread_behind_and_lose_no_frame() {
         "{err}"
     );
     to_null(&pipeline);
-    assert_eq!(worker_threads(), 0);
+    assert_eq!(workers_left(), 0);
 }

@@ -45,13 +45,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1080)]
     pub height: usize,
     /// Input = output / scale.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = crate::pipeline::settings::DEFAULT_SCALE)]
     pub scale: usize,
     /// Frames per window (1 + 8k).
-    #[arg(long, default_value_t = 49)]
+    #[arg(long, default_value_t = crate::pipeline::window::DEFAULT_WINDOW)]
     pub window: usize,
     /// Frames shared by consecutive windows (1 + 8j).
-    #[arg(long, default_value_t = 9)]
+    #[arg(long, default_value_t = crate::pipeline::window::DEFAULT_OVERLAP)]
     pub overlap: usize,
     /// Sampler steps to measure, comma-separated.
     #[arg(long, default_value = "1,2,4", value_delimiter = ',')]

@@ -290,6 +290,13 @@ impl TurboVsr {
         if results.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
         }
+        let items = self.items_for(results)?;
+        self.push_items(items)
+    }
+
+    /// What to push for finished windows: their buffers, the events behind them, latency and
+    /// progress messages; a failed window is an element error.
+    fn items_for(&self, results: Vec<JobResult>) -> Result<Vec<Item>, gst::FlowError> {
         let mut items = Vec::new();
         {
             let mut state_guard = self.state.lock();
@@ -308,62 +315,13 @@ impl TurboVsr {
                     }
                 };
                 let n = buffers.len() as u64;
-                for mut buffer in buffers {
-                    if state.discont_next {
-                        buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
-                        state.discont_next = false;
-                    }
-                    items.push(Item::Buffer(buffer));
-                    state.frames_out += 1;
-                    while state
-                        .pending_events
-                        .front()
-                        .is_some_and(|(pos, _)| *pos <= state.frames_out)
-                    {
-                        let (_, event) = state.pending_events.pop_front().unwrap();
-                        items.push(Item::Event(event));
-                    }
-                }
-                let (total, latency_grew) = {
-                    let mut stats = self.stats.lock();
-                    stats.frames_processed += n;
-                    stats.window_ms = result.elapsed_ms;
-                    stats.held = result.held;
-                    gst::debug!(
-                        CAT,
-                        imp = self,
-                        "window {} done in {:.1} ms: {} input frames held on the host, the model \
-                         keeps {} latent frames and {} conditioning frames on its device",
-                        result.window,
-                        result.elapsed_ms,
-                        self.frames_held.load(Ordering::Relaxed),
-                        result.held.latent_frames,
-                        result.held.frames
-                    );
-                    // Re-announce latency when processing takes noticeably longer than the
-                    // latency reported so far.
-                    let grew = result.elapsed_ms > stats.max_window_ms * 1.1 + 1.0;
-                    if result.elapsed_ms > stats.max_window_ms {
-                        stats.max_window_ms = result.elapsed_ms;
-                    }
-                    (stats.frames_processed, grew)
-                };
+                Self::queue_buffers(state, buffers, &mut items);
+                let (total, latency_grew) =
+                    self.record_window(result.window, n, result.elapsed_ms, result.held);
                 if latency_grew {
                     items.push(Item::Latency);
                 }
-                // A window must be processed within the time its new frames last, or a live
-                // stream falls behind.
-                let step_ms = self.frame_ms(state) * n as f64;
-                if step_ms > 0.0 && result.elapsed_ms > step_ms {
-                    gst::warning!(
-                        CAT,
-                        imp = self,
-                        "window {} took {:.1} ms for {:.1} ms of video: slower than real time",
-                        result.window,
-                        result.elapsed_ms,
-                        step_ms
-                    );
-                }
+                self.warn_if_slow(state, result.window, n, result.elapsed_ms);
                 let secs = state.started.elapsed().as_secs_f64().max(1e-9);
                 items.push(Item::Progress(
                     gst::Structure::builder("turbovsr-progress")
@@ -377,7 +335,71 @@ impl TurboVsr {
                 ));
             }
         }
-        self.push_items(items)
+        Ok(items)
+    }
+
+    /// A window's buffers in push order, each followed by the serialized events that arrived
+    /// after its input frame; the stream's first buffer is marked DISCONT.
+    fn queue_buffers(state: &mut State, buffers: Vec<gst::Buffer>, items: &mut Vec<Item>) {
+        for mut buffer in buffers {
+            if state.discont_next {
+                buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
+                state.discont_next = false;
+            }
+            items.push(Item::Buffer(buffer));
+            state.frames_out += 1;
+            while state
+                .pending_events
+                .front()
+                .is_some_and(|(pos, _)| *pos <= state.frames_out)
+            {
+                let (_, event) = state.pending_events.pop_front().unwrap();
+                items.push(Item::Event(event));
+            }
+        }
+    }
+
+    /// Counts a finished window in the statistics; returns the frames processed so far and
+    /// whether the latency to report grew (processing took noticeably longer than reported).
+    fn record_window(
+        &self,
+        window: u64,
+        frames: u64,
+        elapsed_ms: f64,
+        held: HeldState,
+    ) -> (u64, bool) {
+        let mut stats = self.stats.lock();
+        stats.frames_processed += frames;
+        stats.window_ms = elapsed_ms;
+        stats.held = held;
+        gst::debug!(
+            CAT,
+            imp = self,
+            "window {window} done in {elapsed_ms:.1} ms: {} input frames held on the host, the \
+             model keeps {} latent frames and {} conditioning frames on its device",
+            self.frames_held.load(Ordering::Relaxed),
+            held.latent_frames,
+            held.frames
+        );
+        let grew = elapsed_ms > stats.max_window_ms * 1.1 + 1.0;
+        if elapsed_ms > stats.max_window_ms {
+            stats.max_window_ms = elapsed_ms;
+        }
+        (stats.frames_processed, grew)
+    }
+
+    /// A window must be processed within the time its new frames last, or a live stream falls
+    /// behind: a warning says so.
+    fn warn_if_slow(&self, state: &State, window: u64, frames: u64, elapsed_ms: f64) {
+        let step_ms = self.frame_ms(state) * frames as f64;
+        if step_ms > 0.0 && elapsed_ms > step_ms {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "window {window} took {elapsed_ms:.1} ms for {step_ms:.1} ms of video: slower \
+                 than real time"
+            );
+        }
     }
 
     fn push_items(&self, items: Vec<Item>) -> Result<gst::FlowSuccess, gst::FlowError> {

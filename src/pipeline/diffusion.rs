@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use candle_core::{DType, Device, Tensor};
 
 use super::color_fix::ColorFix;
@@ -88,7 +87,7 @@ impl DiffusionProcessor {
         settings: &ProcessorSettings,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        check_steps(settings.steps).map_err(anyhow::Error::msg)?;
+        settings.validate().map_err(anyhow::Error::msg)?;
         let loaded = shared_model(model, settings, device)?;
         let config = loaded.config();
         let tile = match settings.tile_size {
@@ -96,19 +95,12 @@ impl DiffusionProcessor {
             t => (t, t),
         };
         // A checkpoint trained on small crops has a small tile: the default overlap then shrinks
-        // to half of it rather than refusing the model; an explicit tile-size must fit it.
+        // to half of it rather than refusing the model (an explicit tile-size must fit it:
+        // `ProcessorSettings::validate`).
         let tile_overlap = match settings.tile_size {
             0 => settings.tile_overlap.min(tile.0.min(tile.1) / 2),
             _ => settings.tile_overlap,
         };
-        if tile_overlap >= tile.0.min(tile.1) {
-            bail!(
-                "tile-overlap={} must be smaller than the tile ({}x{} latents)",
-                settings.tile_overlap,
-                tile.0,
-                tile.1
-            );
-        }
         Ok(Self {
             name: model.display().to_string(),
             model: loaded,
