@@ -2,7 +2,7 @@
 # Checks that scripts/setup.sh installs the Debian package of every GStreamer element this
 # project uses, even on a machine where someone installed more packages by hand:
 #   - the elements `turbovsr upscale` may pick by default (the names in its `debian_package`
-#     table, src/upscale_cli.rs), whose package that table also names: it must be the real one;
+#     table, src/cli/media.rs), whose package that table also names: it must be the real one;
 #   - the elements actually created while the tests and the quick start ran (decoders that
 #     decodebin chose included), read from GStreamer debug logs written with
 #     GST_DEBUG=GST_ELEMENT_FACTORY:4 GST_DEBUG_FILE=DIR/gst-%p.log (.ci/run does this).
@@ -18,8 +18,8 @@ mapfile -t required < <(sed -n '/^packages=(/,/^)/p' scripts/setup.sh | sed '1d;
 
 # Element -> package the CLI's table claims ("" when the element only came from a log).
 declare -A claimed=()
-table=$(sed -n '/^fn debian_package/,/^}/p' src/upscale_cli.rs)
-[ -n "$table" ] || { echo "check-packages: fn debian_package not found in src/upscale_cli.rs" >&2; exit 1; }
+table=$(sed -n '/^fn debian_package/,/^}/p' src/cli/media.rs)
+[ -n "$table" ] || { echo "check-packages: fn debian_package not found in src/cli/media.rs" >&2; exit 1; }
 while IFS= read -r arm; do
   package=$(grep -o '"[a-z0-9.-]*"[^"]*$' <<<"$arm" | grep -o '"[^"]*"' | tr -d '"' || true)
   names=${arm%%=>*}
@@ -30,7 +30,7 @@ done < <(tr '\n' ' ' <<<"$table" | sed 's/=> *{ */=> /g' | grep -o '"[a-z0-9_]*"
 ((${#claimed[@]})) || { echo "check-packages: no elements read from debian_package" >&2; exit 1; }
 
 declare -A used=()
-for name in "${!claimed[@]}"; do used[$name]="src/upscale_cli.rs"; done
+for name in "${!claimed[@]}"; do used[$name]="src/cli/media.rs"; done
 logs=0
 for dir in "$@"; do
   for f in "$dir"/gst-*.log; do
@@ -83,7 +83,7 @@ for name in $(printf '%s\n' "${!used[@]}" | sort); do
   fi
   want=${claimed[$name]:-}
   if [ -n "$want" ] && [ "$want" != "$package" ]; then
-    echo "check-packages: src/upscale_cli.rs names $want for $name, but $file is in $package" >&2
+    echo "check-packages: src/cli/media.rs names $want for $name, but $file is in $package" >&2
     failures=$((failures + 1))
   fi
 done

@@ -42,7 +42,7 @@ date -u
 ldd --version | sed -n 1p
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
 # The CUDA libraries the binary will open (it links none): the first found of the names cudarc
-# tries, in its order (as src/pipeline/load.rs checks them).
+# tries, in its order (as src/pipeline/device.rs checks them).
 for lib in cuda cublas cublasLt curand cudnn; do
   found=""
   for so in "lib$lib.so" "lib$lib.so.13" "lib$lib.so.12" "lib$lib.so.11" "lib$lib.so.10" "lib$lib.so.9" "lib$lib.so.1"; do

@@ -13,7 +13,7 @@
 # is installed from the wheels scripts/gpu.sh puts in .gpu/carry/whl. Environment:
 #   REPEAT=5            timed forwards on each side, after warm-up
 #   GPU_REF_ATTENTION="portable wmma mma"
-#                       run ours once per TURBOVSR_ATTENTION value listed (src/model/attention.rs);
+#                       run ours once per TURBOVSR_ATTENTION value listed (src/model/transformer/attention.rs);
 #                       empty: once, with TURBOVSR_ATTENTION as it is in the environment
 #   PYTHON=python3      the interpreter that has torch
 set -euo pipefail
