@@ -10,3 +10,5 @@ cargo clippy --all-targets -- -D warnings
 # Any GLib warning or critical during the tests is a failure.
 G_DEBUG=fatal_warnings cargo test --all-targets
 cargo test --doc
+# The public API's documentation builds without broken or private links.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --quiet

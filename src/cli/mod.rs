@@ -1,6 +1,6 @@
 //! The `turbovsr` command line (DESIGN §7): one file per subcommand, each with its clap
-//! arguments and its `run`; [`options`] holds the options several share and maps clap's enums
-//! into the core settings, [`media`] and [`range`] the GStreamer pieces they share.
+//! arguments and its `run`; `options` holds the options several share and maps clap's enums
+//! into the core settings, `media` and `range` the GStreamer pieces they share.
 
 mod bench;
 mod convert;

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 use super::buffers::read_frame;
 use super::caps::{layout_from_info, sink_caps, src_caps, src_caps_for, template_caps};
-use super::worker::{Input, Job, JobResult, OutFormat, Shared, Worker};
+use super::worker::{Input, Job, JobResult, OutFormat, PushMode, Shared, Worker};
 use super::{ColorFixKind, DeviceKind, PrecisionKind, VaePrecisionKind};
 use crate::pipeline::settings::{Settings, MAX_SCALE, VALID_STEPS};
 use crate::pipeline::upscaler::Upscaler;
@@ -111,17 +111,6 @@ impl State {
             None
         }
     }
-}
-
-/// Who pushes finished windows, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PushMode {
-    /// The streaming thread after each buffer: only if no push is in progress.
-    Chain,
-    /// The push thread: waits for a push in progress.
-    Pusher,
-    /// Draining (EOS, new segment, caps): first waits until the worker is idle.
-    Drain,
 }
 
 /// What the streaming thread pushes, in order, once it has let go of the state lock.

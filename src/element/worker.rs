@@ -13,9 +13,19 @@ use gst::subclass::prelude::*;
 use parking_lot::{Condvar, Mutex};
 
 use super::buffers::{build_buffers, Frame};
-use super::imp::PushMode;
 use crate::pipeline::upscaler::{Upscaler, WindowRun};
 use crate::pipeline::{CancelToken, FrameLayout, HeldState, ProcessError};
+
+/// Who pushes finished windows, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PushMode {
+    /// The streaming thread after each buffer: only if no push is in progress.
+    Chain,
+    /// The push thread: waits for a push in progress.
+    Pusher,
+    /// Draining (EOS, new segment, caps): first waits until the worker is idle.
+    Drain,
+}
 
 /// The negotiated output: the buffers' video info and the core's layout of it.
 #[derive(Debug)]

@@ -14,9 +14,9 @@
 //! - a single-file checkpoint given as the path itself (`turbovsr.json` defaults);
 //! - one diffusers module folder (`config.json` + weights), for `turbovsr forward` and tests.
 //!
-//! Files by concern: [`header`] (header and index parsing with validation), [`safetensors`]
+//! Files by concern: `header` (header and index parsing with validation), [`safetensors`]
 //! (memory-mapped files), [`ltx_keys`]
-//! (the single-file key mapping and generation detection), [`weights`] (the `VarBuilder`
+//! (the single-file key mapping and generation detection), `weights` (the `VarBuilder`
 //! backend: memory-mapped, converted to the run precision, used keys tracked), [`inspect`]
 //! (`turbovsr inspect` and `turbovsr convert`).
 

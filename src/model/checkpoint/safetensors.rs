@@ -1,4 +1,4 @@
-//! Memory-mapped safetensors files, their headers checked by [`super::header`].
+//! Memory-mapped safetensors files, their headers checked by `checkpoint::header`.
 
 use std::path::{Path, PathBuf};
 

@@ -184,7 +184,7 @@ pub struct BlockContext {
     pub temb: Tensor,
     /// Maps rows to (batch, tokens); see [`super::embeddings::TimestepRows`].
     pub rows: super::embeddings::TimestepRows,
-    /// Budget of one attention score block, in elements (see [`crate::model::transformer::attention`]).
+    /// Budget of one attention score block, in elements (see `transformer::attention`).
     pub max_score_elems: usize,
 }
 

@@ -137,8 +137,8 @@ impl LtxVideoTransformer3DModel {
     }
 
     /// Sets the budget of one attention score block, in elements (default
-    /// [`crate::model::transformer::attention::DEFAULT_MAX_SCORE_ELEMS`] on the CPU,
-    /// [`crate::model::transformer::attention::DEVICE_MAX_SCORE_ELEMS`] on a GPU); smaller uses less memory and
+    /// `attention::DEFAULT_MAX_SCORE_ELEMS` on the CPU,
+    /// `attention::DEVICE_MAX_SCORE_ELEMS` on a GPU); smaller uses less memory and
     /// splits the work finer.
     pub fn set_max_attention_scores(&mut self, elems: usize) {
         self.max_score_elems = elems.max(1);

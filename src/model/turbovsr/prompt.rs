@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 
-/// Reads `prompt_embeds` [L, C] and `prompt_attention_mask` [L] (optional: all ones) from
+/// Reads `prompt_embeds` `[L, C]` and `prompt_attention_mask` `[L]` (optional: all ones) from
 /// `path` (DESIGN §3.3), checked against the transformer's `caption_channels`: (1, L, C) and
 /// (1, L) on `device`. Errors name the file, the key and the expected shape.
 pub fn load_prompt(
