@@ -2,16 +2,19 @@
 # VAE CPU benchmark: diffusers 0.42.1 (reference) vs ours on the same model and inputs.
 # Runs ROUNDS (default 3) alternating rounds of both and reports, per side, the best median and the
 # best single run over the rounds (the least disturbed by other load on a shared machine).
-# Usage: scripts/bench/vae.sh [OUT_DIR]   (PYTHON=/path/to/python with requirements.txt installed)
+# Usage: scripts/bench/vae.sh [OUT_DIR]   (PYTHON: default the trainer's environment, scripts/training-env.sh)
+# VAE_ARGS passes vae_reference.py's options: the shipped default's weights at a frame size, e.g.
+#   VAE_ARGS="--vae models/default/vae --frames 9 --height 176 --width 320" scripts/bench/vae.sh target/bench-vae-default
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-target/bench-vae}
-PYTHON=${PYTHON:-/work/venv-ref/bin/python}
+PYTHON=${PYTHON:-$(scripts/training-env.sh)}  # torch 2.15 and diffusers 0.42.1, cached
 ROUNDS=${ROUNDS:-3}
 cargo build --release --example bench_vae
 all=""
 for round in $(seq "$ROUNDS"); do
-    ref=$("$PYTHON" scripts/bench/vae_reference.py --out "$OUT" 2>/dev/null)
+    # shellcheck disable=SC2086
+    ref=$("$PYTHON" scripts/bench/vae_reference.py --out "$OUT" ${VAE_ARGS:-} 2>/dev/null)
     ours=$(cargo run --quiet --release --example bench_vae -- "$OUT")
     echo "round $round"; echo "$ref"; echo "$ours"
     all+="$ref"$'\n'"$ours"$'\n'
