@@ -27,4 +27,4 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-command -v cargo >/dev/null || { echo "setup: cargo (Rust >= 1.85) is required" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "setup: cargo (Rust >= 1.89) is required" >&2; exit 1; }
