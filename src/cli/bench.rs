@@ -176,7 +176,10 @@ pub struct StepsMeasure {
 /// value in turn (the processor changes steps mid-stream, so the model loads once and no steps
 /// value after the first pays for another first window).
 pub fn measure(args: &BenchArgs, device: &Device) -> Result<Vec<StepsMeasure>> {
-    if args.scale == 0 || args.width % args.scale != 0 || args.height % args.scale != 0 {
+    if args.scale == 0
+        || !args.width.is_multiple_of(args.scale)
+        || !args.height.is_multiple_of(args.scale)
+    {
         bail!(
             "output {}x{} is not a multiple of scale {}",
             args.width,

@@ -228,7 +228,7 @@ impl DiffusionProcessor {
         let t_ratio = self.model.vae().config().temporal_compression();
         let last = input.emit.end - 1;
         let after = last / t_ratio + 1;
-        self.overlap_latents = if last % t_ratio == 0 && after < latent_frames {
+        self.overlap_latents = if last.is_multiple_of(t_ratio) && after < latent_frames {
             Some(z.narrow(2, after, latent_frames - after)?.contiguous()?)
         } else {
             None

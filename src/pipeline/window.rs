@@ -48,7 +48,7 @@ pub enum WindowConfigError {
 
 /// Whether `n` frames form a valid clip for the causal VAE (1 + 8k, k >= 0).
 pub fn is_valid_clip_len(n: usize) -> bool {
-    n >= 1 && (n - 1) % TEMPORAL_COMPRESSION == 0
+    n >= 1 && (n - 1).is_multiple_of(TEMPORAL_COMPRESSION)
 }
 
 /// The smallest valid clip length (1 + 8k) that holds `n` frames.

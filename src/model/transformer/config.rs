@@ -115,7 +115,7 @@ impl LtxTransformerConfig {
                 self.cross_attention_dim
             );
         }
-        if inner % 2 != 0 {
+        if !inner.is_multiple_of(2) {
             // apply_rotary_emb pairs neighbouring channels of the whole inner dim
             candle_core::bail!(
                 "transformer config: num_attention_heads * attention_head_dim = {inner} must be \

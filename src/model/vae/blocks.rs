@@ -284,7 +284,7 @@ impl Downsampler3d {
         vb: VarBuilder,
     ) -> Result<Self> {
         let n = stride.0 * stride.1 * stride.2;
-        if out_c % n != 0 || (in_c * n) % out_c != 0 {
+        if !out_c.is_multiple_of(n) || !(in_c * n).is_multiple_of(out_c) {
             bail!("downsampler {in_c} -> {out_c} channels does not fit the stride {stride:?}");
         }
         let conv = CausalConv3d::new(in_c, out_c / n, 3, (1, 1, 1), is_causal, vb.pp("conv"))?;
