@@ -243,6 +243,28 @@ fn flush_drops_buffered_frames_and_restarts() {
     assert!(out[0].flags().contains(gst::BufferFlags::DISCONT));
 }
 
+/// A flush lets go of the frames the element gathered for its next window at once (the worker
+/// drops them when the flush ends), not when the next stream's first frame comes.
+#[test]
+fn a_flush_releases_the_frames_held() {
+    common::init();
+    let mut h = harness(&[("first-window", &49u32)]);
+    let caps = caps("RGB", 4, 4);
+    h.set_src_caps(caps.clone());
+    for i in 0..30 {
+        h.push(frame(&caps, i, 1)).unwrap();
+    }
+    let sr = h.element().unwrap();
+    assert_eq!(sr.property::<u64>("frames-held"), 30);
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    let start = std::time::Instant::now();
+    while sr.property::<u64>("frames-held") > 0 && start.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(sr.property::<u64>("frames-held"), 0, "after FLUSH_STOP");
+}
+
 #[test]
 fn caps_change_mid_stream_drains_first() {
     common::init();

@@ -93,7 +93,7 @@ impl State {
         }
     }
 
-    /// A flush: the worker resets its upscaler when the next stream's first frame comes.
+    /// A flush (FLUSH_STOP): the worker drops its upscaler's frames when the flush ends.
     fn reset_stream(&mut self) {
         self.segment = None;
         self.pending_events.clear();

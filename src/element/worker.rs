@@ -194,6 +194,19 @@ fn worker_loop(mut upscaler: Upscaler<Frame>, shared: &Shared) {
                 if q.shutdown {
                     return;
                 }
+                if !q.flushing && q.generation != last_generation {
+                    // A flush ended (FLUSH_STOP): the frames the upscaler holds belong to the
+                    // flushed stream, so they go now, not when the next stream's first frame
+                    // comes (`frames-held` counts them until then).
+                    last_generation = q.generation;
+                    q.busy = true;
+                    drop(q);
+                    upscaler.reset();
+                    q = shared.queue.lock();
+                    q.busy = false;
+                    shared.cond.notify_all();
+                    continue;
+                }
                 if !q.flushing && q.results.is_empty() {
                     if let Some(job) = q.jobs.pop_front() {
                         let cancel = Arc::new(CancelToken::default());
@@ -207,11 +220,6 @@ fn worker_loop(mut upscaler: Upscaler<Frame>, shared: &Shared) {
                 shared.cond.wait(&mut q);
             }
         };
-        if job.generation != last_generation {
-            // A flush: the frames before it belong to another stream.
-            upscaler.reset();
-            last_generation = job.generation;
-        }
         let start = Instant::now();
         let layout = &job.format.layout;
         let run = match job.input {
