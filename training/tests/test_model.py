@@ -97,6 +97,28 @@ def test_step_size_and_condition_change_the_velocity_and_gradients_reach_the_hea
         model(**dict(x, cond=x["cond"][:, 1:]), step_size=0.25)
 
 
+def test_a_model_without_blocks_is_one_with_identity_blocks():
+    # The condition enters after proj_in when there is no block 0 (the element does the same):
+    # the same as a model whose one block adds nothing.
+    one = TurboVSRTransformer(tiny_transformer(layers=1), cond_channels=8)
+    with torch.no_grad():
+        block = one.transformer.transformer_blocks[0]
+        for p in [
+            *block.attn1.to_out.parameters(),
+            *block.attn2.to_out.parameters(),
+            *block.ff.net[2].parameters(),
+        ]:
+            p.zero_()
+    none = TurboVSRTransformer(tiny_transformer(layers=0), cond_channels=8)
+    state = {k: v for k, v in one.state_dict().items() if ".transformer_blocks." not in k}
+    assert none.load_state_dict(state, strict=True)
+    x = inputs()
+    want = one(**x, step_size=0.25)
+    torch.testing.assert_close(none(**x, step_size=0.25), want, rtol=1e-6, atol=1e-6)
+    y = dict(x, cond=x["cond"] * -1.0)
+    assert not torch.allclose(none(**y, step_size=0.25), want)
+
+
 def default_vae() -> AutoencoderKLLTXVideo:
     """A randomly initialised VAE of the shipped default model's shape (4x4 spatial, 32 latents)."""
     with open(os.path.join(ROOT, "models", "default", "vae", "config.json")) as f:

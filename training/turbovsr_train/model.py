@@ -78,7 +78,11 @@ class TurboVSRTransformer(torch.nn.Module):
             transformer.time_embed.emb.step_embedder = TimestepEmbedding(TIMESTEP_PROJ_DIM, dim)
         self._call: _Call | None = None
         transformer.time_embed.emb.register_forward_hook(self._add_step_embedding)
-        transformer.transformer_blocks[0].register_forward_hook(self._cross_norm_after_block_0)
+        # The condition enters after block 0, or after proj_in in a model without blocks (the
+        # element's denoiser does the same).
+        blocks = transformer.transformer_blocks
+        first = blocks[0] if len(blocks) else transformer.proj_in
+        first.register_forward_hook(self._cross_norm_after_block_0)
 
     @classmethod
     def from_pretrained(

@@ -169,13 +169,16 @@ impl TurboVsrDenoiser {
         }
         let time = self.embed_time(inputs.timestep, b, n, step_size)?;
         let (h, ctx) = self.transformer.prepare(inputs, &time)?;
-        let h = self.transformer.forward_blocks(&h, &ctx, 0..1)?;
+        // The condition enters after block 0 (DESIGN §3.2), or after `proj_in` in a model
+        // without blocks (a per-token map, like the shipped default).
+        let blocks = self.transformer.blocks().len();
+        let first = blocks.min(1);
+        let h = self.transformer.forward_blocks(&h, &ctx, 0..first)?;
         let c = self
             .cond_embedder
             .forward(&cond.to_dtype(self.transformer.dtype())?)?;
         let h = cross_norm(&h, &c, self.cond_scale)?;
-        let blocks = self.transformer.blocks().len();
-        let h = self.transformer.forward_blocks(&h, &ctx, 1..blocks)?;
+        let h = self.transformer.forward_blocks(&h, &ctx, first..blocks)?;
         crate::model::flops::add(crate::model::flops::denoiser_evaluation(
             self.config(),
             cond.dim(2)?,
@@ -431,6 +434,43 @@ mod tests {
         w.remove("cond_embedder.bias");
         candle_core::safetensors::save(&w, &file)?;
         assert!(load().contains("cond_embedder.bias"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        Ok(())
+    }
+
+    #[test]
+    fn a_model_without_blocks_is_one_whose_blocks_add_nothing() -> Result<()> {
+        // The condition enters after proj_in when there is no block 0: the same velocity as a
+        // model whose blocks' output projections are zero (the shipped default's blocks).
+        let dir = temp_model("blocks", true);
+        let file = dir.join("transformer/diffusion_pytorch_model.safetensors");
+        let config = dir.join("transformer/config.json");
+        let mut w = weights(&dir);
+        for (key, value) in w.iter_mut() {
+            let out = key.contains(".to_out.") || key.contains(".ff.net.2.");
+            if key.starts_with("transformer_blocks.") && out {
+                *value = value.zeros_like()?;
+            }
+        }
+        candle_core::safetensors::save(&w, &file)?;
+        let identity = TurboVsrDenoiser::load(&dir, 8, 0.7, DType::F32, &Device::Cpu).unwrap();
+        let c = case(&identity)?;
+        let want = identity.forward(&inputs(&c), &c.cond, 0.5)?;
+
+        w.retain(|key, _| !key.starts_with("transformer_blocks."));
+        candle_core::safetensors::save(&w, &file)?;
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        cfg["num_layers"] = 0.into();
+        std::fs::write(&config, cfg.to_string()).unwrap();
+        let none = TurboVsrDenoiser::load(&dir, 8, 0.7, DType::F32, &Device::Cpu).unwrap();
+        assert!(none.transformer().blocks().is_empty());
+        let got = none.forward(&inputs(&c), &c.cond, 0.5)?;
+        let err = crate::model::relative_l2(&got, &want)?;
+        assert!(err < 1e-6, "relative error {err}");
+        // The condition still reaches the output.
+        let other = none.forward(&inputs(&c), &(&c.cond * -1.0)?, 0.5)?;
+        assert!(crate::model::relative_l2(&other, &got)? > 1e-3);
         std::fs::remove_dir_all(&dir).unwrap();
         Ok(())
     }
