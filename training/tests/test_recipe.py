@@ -189,7 +189,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 def test_model_presets_fit_the_vaes_they_are_meant_for():
     cfg = json.load(open(os.path.join(ROOT, "models/default/vae/config.json")))
     packed = cfg["latent_channels"] * 4  # the presets' 2x2 patches
-    for name in ("tiny", "small"):
+    for name in ("tiny", "small", "regression"):
         t = json.load(open(os.path.join(ROOT, f"training/configs/model/{name}.json")))
         assert t["in_channels"] == packed and t["patch_size"] == 2, name
     ltx = json.load(open(os.path.join(ROOT, "training/configs/model/ltx-2b.json")))

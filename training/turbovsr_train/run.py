@@ -32,10 +32,11 @@ def step_generator(seed: int, *key: int) -> tuple[torch.Generator, int]:
     return torch.Generator().manual_seed(int(state[0]) >> 1), int(state[1]) >> 1
 
 
-def make_source(cfg: DataSettings, scale: int) -> ClipSource:
+def make_source(cfg: DataSettings, scale: int, split: str = "train") -> ClipSource:
+    """The clips of the run's data (`split`: the image folder's `train` or `heldout` list)."""
     if cfg.data == "synthetic":
         return SyntheticSource(cfg.crop, cfg.crop, scale)
-    images = ImageFolder(cfg.data, "train")  # one image cache for every part of a mix
+    images = ImageFolder(cfg.data, split)  # one image cache for every part of a mix
     parts = [p.split(":") for p in cfg.degrade.split(",")]
     if len(parts) == 1 and len(parts[0]) == 1:
         return FolderSource(images, cfg.crop, parts[0][0], scale)

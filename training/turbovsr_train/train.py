@@ -261,21 +261,13 @@ class Trainer:
 
     def factorized_sample(self, model, x0, cond, steps, gen) -> torch.Tensor:
         """Latent `(1, c, t, h, w)`: frame 0 by image SR, the rest by video SR holding it."""
-        inner = self.acc.unwrap_model(self.model)
         no_aug = Recipe(
             RecipeConfig(**{**self.recipe_cfg.__dict__, "cond_aug": 0.0, "cond_dropout": 0.0}),
             self.tc,
             self.sc,
         )
-        first = no_aug.batch(inner, x0[:, :, :1], cond[:, :, :1], gen)
-        z0 = sample(model, no_aug, first, steps, gen)
-        if x0.shape[2] == 1:
-            tokens, grid = z0, first.grid
-        else:
-            video = no_aug.batch(inner, x0, cond, gen)
-            tokens = sample(model, no_aug, video, steps, gen, held=z0)
-            grid = video.grid
-        return unpack(tokens, grid, inner.transformer.config)
+        inner = self.acc.unwrap_model(self.model)
+        return factorized_sample(model, inner, no_aug, x0, cond, steps, gen)
 
     def export(self, out: str) -> None:
         state = self.acc.get_state_dict(self.model)  # gathered from the shards under FSDP
@@ -389,6 +381,23 @@ def export_run(cfg: TrainConfig, model: TurboVSRTransformer, vae, state: dict, o
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     dtype = getattr(torch, cfg.export_dtype)
     export_checkpoint(out, model, vae, settings, weights=weights, dtype=dtype)
+
+
+@torch.no_grad()
+def factorized_sample(model, inner, recipe: Recipe, x0, cond, steps: int, gen) -> torch.Tensor:
+    """The element's factorized sampling of a window (DESIGN §4): frame 0 by image SR, the rest
+    by video SR holding it. `model` runs the steps (wrapped or not), `inner` is the unwrapped
+    `TurboVSRTransformer`; `recipe` should draw no condition noise. Returns the latent
+    `(b, c, t, h, w)`."""
+    first = recipe.batch(inner, x0[:, :, :1], cond[:, :, :1], gen)
+    z0 = sample(model, recipe, first, steps, gen)
+    if x0.shape[2] == 1:
+        tokens, grid = z0, first.grid
+    else:
+        video = recipe.batch(inner, x0, cond, gen)
+        tokens = sample(model, recipe, video, steps, gen, held=z0)
+        grid = video.grid
+    return unpack(tokens, grid, inner.transformer.config)
 
 
 def unpack(tokens: torch.Tensor, grid: tuple[int, int, int], tcfg) -> torch.Tensor:

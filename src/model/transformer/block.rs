@@ -179,7 +179,8 @@ pub struct BlockContext {
     pub encoder_hidden_states: Tensor,
     /// `(1 - mask) * -10000` per prompt token, f32 (b, L); `None`: no mask.
     pub encoder_bias: Option<Tensor>,
-    pub rope: Rope,
+    /// The rotary embedding of the tokens; `None` only in a model without blocks.
+    pub rope: Option<Rope>,
     /// `time_embed.linear(silu(embedded_timestep))` per timestep row, (rows, 6 D).
     pub temb: Tensor,
     /// Maps rows to (batch, tokens); see [`super::embeddings::TimestepRows`].
@@ -252,9 +253,9 @@ impl LtxVideoTransformerBlock {
             &shift_msa,
         )?;
         let self_attention = profile::scope("transformer block: self-attention", device);
-        let attn = self
-            .attn1
-            .forward(&norm_h, None, None, Some(&ctx.rope), ctx.max_score_elems)?;
+        let attn =
+            self.attn1
+                .forward(&norm_h, None, None, ctx.rope.as_ref(), ctx.max_score_elems)?;
         drop(self_attention);
         let h = gated_residual(hidden_states, &attn, &gate_msa)?;
 

@@ -186,9 +186,16 @@ impl LtxVideoTransformer3DModel {
                 (m.affine(-1.0, 1.0)? * -10000.0)?.to_device(&self.device)
             })
             .transpose()?;
-        let rope = self
-            .rope
-            .forward(inputs.video_shape, inputs.positions, b, &self.device)?;
+        // Only the blocks read the rotary embedding (a model without blocks skips it).
+        let rope = match self.transformer_blocks.is_empty() {
+            true => None,
+            false => {
+                Some(
+                    self.rope
+                        .forward(inputs.video_shape, inputs.positions, b, &self.device)?,
+                )
+            }
+        };
         let temb = self.time_embed.modulation(&time.embedded)?;
         Ok((
             hidden_states,
