@@ -312,6 +312,48 @@ fn a_flow_matching_checkpoint_runs_and_bad_folders_are_named() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn the_checkpoints_tile_overlap_limits_the_default_overlap() {
+    // The shipped default has no transformer blocks: its turbovsr.json asks for no overlap.
+    // 96x160 is a 24x40 latent: its 16-latent tiles without overlap are 2 x 3, with the
+    // element's default overlap of 8 they would be 2 x 4.
+    let default = gstturbovsr::pipeline::default_model_dir().unwrap();
+    let frames = Tensor::randn(0f32, 0.5, (3, 9, 96, 160), &Device::Cpu)
+        .unwrap()
+        .clamp(-1f32, 1f32)
+        .unwrap();
+    let mut p = DiffusionProcessor::load(&default, &tiled_settings(0, 8), &Device::Cpu).unwrap();
+    let want = run_window(&mut p, &frames);
+    assert_eq!(p.stats().tiles, 6);
+    // The same model without the entry tiles with the default overlap, to nearly the same
+    // picture (its tokens see only the tile's statistics).
+    let dir = std::env::temp_dir().join(format!("turbovsr-tile-overlap-{}", std::process::id()));
+    for sub in ["vae", "transformer"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+            std::fs::copy(default.join(sub).join(f), dir.join(sub).join(f)).unwrap();
+        }
+    }
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(default.join("turbovsr.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["tile_overlap"], 0);
+    json.as_object_mut().unwrap().remove("tile_overlap");
+    std::fs::write(dir.join("turbovsr.json"), json.to_string()).unwrap();
+    let mut q = DiffusionProcessor::load(&dir, &tiled_settings(0, 8), &Device::Cpu).unwrap();
+    let got = run_window(&mut q, &frames);
+    assert_eq!(q.stats().tiles, 8);
+    let diff: Vec<f32> = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).collect();
+    let max = diff.iter().copied().fold(0f32, f32::max);
+    let mean = diff.iter().sum::<f32>() / diff.len() as f32;
+    // On noise frames (the real clip of BENCHMARKS differs by at most one 8-bit step).
+    assert!(
+        max < 0.1 && mean < 2e-3,
+        "difference: largest {max}, mean {mean}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn tiled_settings(tile_size: usize, tile_overlap: usize) -> ProcessorSettings {
     ProcessorSettings {
         steps: 2,

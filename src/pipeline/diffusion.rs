@@ -96,9 +96,13 @@ impl DiffusionProcessor {
         };
         // A checkpoint trained on small crops has a small tile: the default overlap then shrinks
         // to half of it rather than refusing the model (an explicit tile-size must fit it:
-        // `ProcessorSettings::validate`).
+        // `ProcessorSettings::validate`), and to the checkpoint's `tile_overlap` where it gives
+        // one (a model whose tokens do not see each other needs no overlap).
         let tile_overlap = match settings.tile_size {
-            0 => settings.tile_overlap.min(tile.0.min(tile.1) / 2),
+            0 => settings
+                .tile_overlap
+                .min(tile.0.min(tile.1) / 2)
+                .min(config.tile_overlap.unwrap_or(usize::MAX)),
             _ => settings.tile_overlap,
         };
         Ok(Self {

@@ -23,6 +23,8 @@ class TurboVSRSettings:
     cond_scale: float = DEFAULT_COND_SCALE
     step_sizes: list[float] | None = None
     tile: list[int] = field(default_factory=lambda: [7, 32, 32])
+    #: The most overlap the tiles need (None: the element's default, at most half the tile).
+    tile_overlap: int | None = None
     decode_timestep: float = 0.05
     frame_rate: float = 25.0
     shift: dict | float | None = None

@@ -58,6 +58,8 @@ class TurboVSRConfig:
     step_sizes: list[float] = field(default_factory=default_step_sizes)
     cond_scale: float = DEFAULT_COND_SCALE
     tile: list[int] = field(default_factory=lambda: [7, 32, 32])
+    #: The most overlap the checkpoint's tiles need (None: half the tile at most).
+    tile_overlap: int | None = None
     decode_timestep: float = 0.05
     frame_rate: float = 25.0
 
@@ -360,10 +362,12 @@ class Reference:
         size = settings.tile_size
         self.tile = (size, size) if size else (cfg.tile[1], cfg.tile[2])
         # DESIGN is silent on a checkpoint tile smaller than twice the overlap: as the element,
-        # the overlap then shrinks to half the checkpoint's tile; an explicit tile size must fit.
-        self.tile_overlap = (
-            min(settings.tile_overlap, min(self.tile) // 2) if not size else settings.tile_overlap
-        )
+        # the overlap then shrinks to half the checkpoint's tile (and to the checkpoint's
+        # `tile_overlap` where it gives one); an explicit tile size must fit.
+        limit = min(self.tile) // 2
+        if cfg.tile_overlap is not None:
+            limit = min(limit, cfg.tile_overlap)
+        self.tile_overlap = min(settings.tile_overlap, limit) if not size else settings.tile_overlap
         if self.tile_overlap >= min(self.tile):
             raise ValueError(
                 f"tile-overlap={settings.tile_overlap} must be smaller than the tile {self.tile}"

@@ -375,6 +375,9 @@ def export_run(cfg: TrainConfig, model: TurboVSRTransformer, vae, state: dict, o
         cond_scale=cfg.cond_scale,
         step_sizes=list(cfg.step_sizes) if model.shortcut else None,
         tile=[1 + (cfg.frames - 1) // tc, cfg.crop // sc, cfg.crop // sc],
+        # Without blocks no token sees another: overlapping tiles would compute each token
+        # several times for the same value (up to the cross normalization's tile statistics).
+        tile_overlap=0 if not model.transformer.transformer_blocks else None,
         shift=cfg.shift_value(),
     )
     prefix = "transformer."

@@ -24,6 +24,9 @@ pub struct TurboVsrConfig {
     pub cond_scale: f64,
     /// Training tile in latents: [frames, height, width].
     pub tile: [usize; 3],
+    /// The most overlap (latents) the checkpoint's tiles need; `None`: no limit beyond half the
+    /// tile. A model whose tokens do not see each other (no transformer blocks) needs none.
+    pub tile_overlap: Option<usize>,
     /// Timestep of timestep-conditioned VAE decoders.
     pub decode_timestep: f64,
     /// Frame rate for the transformer's RoPE time axis.
@@ -38,6 +41,7 @@ impl Default for TurboVsrConfig {
             step_sizes: default_step_sizes(),
             cond_scale: std::f64::consts::FRAC_1_SQRT_2,
             tile: [7, 32, 32],
+            tile_overlap: None,
             decode_timestep: 0.05,
             frame_rate: 25.0,
         }
@@ -79,6 +83,14 @@ impl TurboVsrConfig {
         if self.tile.contains(&0) {
             bail!("tile={:?} has a zero dimension", self.tile);
         }
+        if let Some(overlap) = self.tile_overlap {
+            if overlap >= self.tile[1].min(self.tile[2]) {
+                bail!(
+                    "tile_overlap={overlap} is not smaller than the tile {:?}",
+                    self.tile
+                );
+            }
+        }
         if !(0.0..=1.0).contains(&self.decode_timestep) {
             bail!("decode_timestep={} is outside [0, 1]", self.decode_timestep);
         }
@@ -114,10 +126,11 @@ mod tests {
     fn fields_are_read() {
         let config = TurboVsrConfig::parse(
             r#"{"scale": 2, "shift": 3.0, "step_sizes": [1, 0.5], "cond_scale": 1.0,
-                "tile": [5, 16, 24], "decode_timestep": 0.0, "frame_rate": 30}"#,
+                "tile": [5, 16, 24], "tile_overlap": 0, "decode_timestep": 0.0, "frame_rate": 30}"#,
         )
         .unwrap();
         assert_eq!(config.scale, 2);
+        assert_eq!(config.tile_overlap, Some(0));
         assert_eq!(config.shift, ShiftConfig::Fixed(3.0));
         assert_eq!(config.step_sizes, vec![1.0, 0.5]);
         assert_eq!(config.tile, [5, 16, 24]);
@@ -128,6 +141,7 @@ mod tests {
         let err = |t: &str| format!("{:#}", TurboVsrConfig::parse(t).unwrap_err());
         assert!(err(r#"{"step_size": [1]}"#).contains("unknown field `step_size`"));
         assert!(err(r#"{"scale": 9}"#).contains("scale=9"));
+        assert!(err(r#"{"tile": [5, 16, 24], "tile_overlap": 16}"#).contains("tile_overlap=16"));
         assert!(err(r#"{"step_sizes": [2.0]}"#).contains("step_sizes"));
         assert!(err(r#"{"tile": [7, 0, 32]}"#).contains("tile"));
         assert!(err(r#"{"shift": -1}"#).contains("shift=-1"));
