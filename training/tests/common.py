@@ -1,5 +1,6 @@
 """What several trainer tests share: the element's half of a check (TURBOVSR_BIN, the
-`turbovsr` binary, which .ci/run sets), and comparing two runs bit for bit."""
+`turbovsr` binary, which .ci/run sets), comparing two runs bit for bit, and one intra-op
+thread for the CPU-heavy modules."""
 
 import os
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -68,3 +70,12 @@ def same_runs(a_dir, b_dir) -> dict[str, np.ndarray]:
         assert np.array_equal(a[k], b[k]), k
     assert log(a_dir) == log(b_dir)
     return a
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared two-core machine a second thread mostly waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

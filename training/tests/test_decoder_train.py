@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from common import ROOT, log, same_runs
+from common import ROOT, log, one_thread, same_runs  # noqa: F401 (one_thread: autouse)
 from safetensors.torch import load_file
 
 from turbovsr_train.decoder_train import (
@@ -21,14 +21,6 @@ from turbovsr_train.decoder_train import (
 )
 
 MODEL = os.path.join(ROOT, "models/default")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def args(out, *extra):

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from common import ROOT, inspect, log, same_runs
+from common import ROOT, inspect, log, one_thread, same_runs  # noqa: F401 (one_thread: autouse)
 from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
 
 from turbovsr_train import TurboVSRTransformer, export_checkpoint
@@ -33,15 +33,6 @@ from turbovsr_train.vae_train import (
 )
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared two-core machine a second thread mostly waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

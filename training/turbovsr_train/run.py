@@ -9,6 +9,8 @@ import math
 import os
 import shutil
 import sys
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -131,6 +133,66 @@ class RunDir:
         kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split(",")[0]) <= step]
         with open(self.log_path, "w") as f:
             f.write("\n".join(kept) + "\n")
+
+
+class StepSettings(Protocol):
+    """The run fields of a config that `run_steps` reads (`VaeTrainConfig`,
+    `DecoderTrainConfig`)."""
+
+    steps: int
+    progress: bool
+    log_every: int
+    checkpoint_every: int
+    eval_every: int
+
+
+def run_steps(
+    acc: Accelerator,
+    run: RunDir,
+    cfg: StepSettings,
+    settings: dict,
+    start: int,
+    train_step: Callable[[int], tuple[float, float, int]],
+    scheduler,
+    evaluate: Callable[[int], None],
+) -> None:
+    """Steps `start`..`cfg.steps` of a run whose steps return (loss, gradient norm, frames):
+    a `log.csv` line per step (`step,frames,loss,grad_norm,lr,seconds`), a progress bar or a
+    line every `log_every` steps, a checkpoint every `checkpoint_every` steps and at the end,
+    and `evaluate(step)` every `eval_every` steps before the last (the caller evaluates the
+    end). A loss that is not finite stops the run."""
+    bar = None
+    if cfg.progress and acc.is_main_process and start < cfg.steps:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, unit="step", dynamic_ncols=True)
+    t0 = time.monotonic()
+    for step in range(start, cfg.steps):
+        loss, gnorm, frames = train_step(step)
+        if not math.isfinite(loss):
+            raise SystemExit(f"step {step + 1}: the loss is {loss}")
+        lr_now = scheduler.get_last_lr()[0]
+        if acc.is_main_process:
+            run.log(
+                f"{step + 1},{frames},{loss:.6f},{gnorm:.4f},{lr_now:.3e},"
+                f"{time.monotonic() - t0:.2f}"
+            )
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", frames=frames)
+        elif (step + 1) % cfg.log_every == 0:
+            rate = (time.monotonic() - t0) / (step + 1 - start)
+            acc.print(
+                f"step {step + 1}/{cfg.steps} frames {frames} loss {loss:.4f} "
+                f"|g| {gnorm:.3f} ({rate:.2f} s/step)"
+            )
+        done = step + 1 == cfg.steps
+        if (step + 1) % cfg.checkpoint_every == 0 or done:
+            run.save(acc, step + 1, settings)
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and not done:
+            evaluate(step + 1)
+    if bar is not None:
+        bar.close()
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> float:

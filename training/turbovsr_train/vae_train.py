@@ -29,7 +29,6 @@ import dataclasses
 import json
 import math
 import os
-import time
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +41,7 @@ from .config import RUN_ONLY, DataConfig, _f, add_fields
 from .data import ClipSource
 from .export import save_module
 from .latents import bicubic_up
-from .run import RunDir, make_source, psnr, step_generator
+from .run import RunDir, make_source, psnr, run_steps, step_generator
 
 DEFAULT_CONFIG = os.path.normpath(
     os.path.join(os.path.dirname(__file__), "..", "configs", "vae", "small.json")
@@ -468,38 +467,16 @@ class VaeTrainer:
             f"channels; {acc.num_processes} process(es) on {acc.device}, mixed precision "
             f"{acc.mixed_precision}; steps {start}..{cfg.steps}"
         )
-        bar = None
-        if cfg.progress and acc.is_main_process and start < cfg.steps:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=cfg.steps, initial=start, unit="step", dynamic_ncols=True)
-        t0 = time.monotonic()
-        for step in range(start, cfg.steps):
-            loss, gnorm, frames = self.train_step(step)
-            if not math.isfinite(loss):
-                raise SystemExit(f"step {step + 1}: the loss is {loss}")
-            lr_now = self.scheduler.get_last_lr()[0]
-            if acc.is_main_process:
-                run.log(
-                    f"{step + 1},{frames},{loss:.6f},{gnorm:.4f},{lr_now:.3e},"
-                    f"{time.monotonic() - t0:.2f}"
-                )
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", frames=frames)
-            elif (step + 1) % cfg.log_every == 0:
-                rate = (time.monotonic() - t0) / (step + 1 - start)
-                say(
-                    f"step {step + 1}/{cfg.steps} frames {frames} loss {loss:.4f} "
-                    f"|g| {gnorm:.3f} ({rate:.2f} s/step)"
-                )
-            done = step + 1 == cfg.steps
-            if (step + 1) % cfg.checkpoint_every == 0 or done:
-                run.save(acc, step + 1, self.settings)
-            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and not done:
-                self.log_eval(step + 1, self.evaluate())
-        if bar is not None:
-            bar.close()
+        run_steps(
+            acc,
+            run,
+            cfg,
+            self.settings,
+            start,
+            self.train_step,
+            self.scheduler,
+            lambda step: self.log_eval(step, self.evaluate()),
+        )
         final = self.evaluate() if cfg.eval_clips else float("nan")
         if cfg.eval_clips:
             self.log_eval(cfg.steps, final)
