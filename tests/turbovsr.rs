@@ -217,16 +217,22 @@ fn eos_mid_window_drains_the_tail_first() {
     assert!(has_event(&mut h, gst::EventType::Eos));
 }
 
-#[test]
-fn flush_drops_buffered_frames_and_restarts() {
-    common::init();
-    // A full-length first window: nothing is pushed before the flush.
+/// A harness whose element holds 30 RGB frames of a full-length first window (nothing pushed).
+fn holding_thirty_frames() -> (Harness, gst::Caps) {
     let mut h = harness(&[("first-window", &49u32)]);
     let caps = caps("RGB", 4, 4);
     h.set_src_caps(caps.clone());
     for i in 0..30 {
         h.push(frame(&caps, i, 1)).unwrap();
     }
+    (h, caps)
+}
+
+#[test]
+fn flush_drops_buffered_frames_and_restarts() {
+    common::init();
+    // A full-length first window: nothing is pushed before the flush.
+    let (mut h, caps) = holding_thirty_frames();
     assert!(h.push_event(gst::event::FlushStart::new()));
     assert_eq!(h.push(frame(&caps, 30, 1)), Err(gst::FlowError::Flushing));
     assert!(h.push_event(gst::event::FlushStop::new(true)));
@@ -248,12 +254,7 @@ fn flush_drops_buffered_frames_and_restarts() {
 #[test]
 fn a_flush_releases_the_frames_held() {
     common::init();
-    let mut h = harness(&[("first-window", &49u32)]);
-    let caps = caps("RGB", 4, 4);
-    h.set_src_caps(caps.clone());
-    for i in 0..30 {
-        h.push(frame(&caps, i, 1)).unwrap();
-    }
+    let (mut h, _) = holding_thirty_frames();
     let sr = h.element().unwrap();
     assert_eq!(sr.property::<u64>("frames-held"), 30);
     assert!(h.push_event(gst::event::FlushStart::new()));

@@ -187,14 +187,11 @@ impl LtxVideoTransformer3DModel {
             })
             .transpose()?;
         // Only the blocks read the rotary embedding (a model without blocks skips it).
-        let rope = match self.transformer_blocks.is_empty() {
-            true => None,
-            false => {
-                Some(
-                    self.rope
-                        .forward(inputs.video_shape, inputs.positions, b, &self.device)?,
-                )
-            }
+        let rope = if self.transformer_blocks.is_empty() {
+            None
+        } else {
+            let r = &self.rope;
+            Some(r.forward(inputs.video_shape, inputs.positions, b, &self.device)?)
         };
         let temb = self.time_embed.modulation(&time.embedded)?;
         Ok((
